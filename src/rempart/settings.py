@@ -1,0 +1,50 @@
+"""One typed settings object, read from `REMPART_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REMPART_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL >= 15 URL; unset means the platform starts its own server in data_dir/pg.",
+    )
+    data_dir: Path = Field(default=Path("var"), description="Embedded database, keyring, import reports.")
+
+    key_provider: Literal["local", "vault"] = "local"
+    keyring_path: Path | None = Field(
+        default=None, description="Local keyring file (0600); default data_dir/keys/keyring.json."
+    )
+    vault_addr: str = "http://127.0.0.1:8200"
+    vault_token: SecretStr = SecretStr("")
+    vault_mount: str = "transit"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
+    import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")
+    full_import_max_closing_share: float = Field(
+        default=0.10, gt=0, le=1, description="A --full feed may close at most this share without --force."
+    )
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def resolved_keyring_path(self) -> Path:
+        return self.keyring_path or self.data_dir / "keys" / "keyring.json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,86 @@
+"""Shared fixtures: a real PostgreSQL (embedded by default, or REMPART_TEST_DATABASE_URL),
+a migrated template database, and one fresh database plus keyring per test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from rempart.db import migrate
+from rempart.db.server import libpq_url, sqlalchemy_url, start_embedded
+from rempart.platform import Platform, open_platform
+from rempart.settings import Settings
+
+TEMPLATE = f"rempart_template_{os.getpid()}"
+
+
+def _with_database(url: str, name: str) -> str:
+    """Same server, another database name."""
+    base, _, query = url.partition("?")
+    prefix = base.rsplit("/", 1)[0]
+    return f"{prefix}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of a maintenance database on the test server."""
+    configured = os.environ.get("REMPART_TEST_DATABASE_URL")
+    if configured:
+        yield sqlalchemy_url(configured)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="rempart-test-pg-"))
+    yield start_embedded(folder / "pg")
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> Iterator[str]:
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    url = _with_database(server_url, TEMPLATE)
+    migrate.upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"rempart_t_{uuid.uuid4().hex[:12]}"
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    yield _with_database(server_url, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        keyring_path=data_dir / "keys" / "keyring.json",
+        import_workers=1,
+        import_chunk_rows=200,
+    )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    p = open_platform(settings)
+    yield p
+    p.close()
