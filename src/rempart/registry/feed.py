@@ -15,7 +15,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rempart.registry.identifiers import IdentifierError, check_nir_matches_birth, mask, parse_nir
 
@@ -81,9 +81,8 @@ class Problem:
         return f"line {self.line}, column {self.column}: {self.reason}{shown}"
 
 
-@dataclass(frozen=True, slots=True)
-class FeedRow:
-    """One validated, normalised row."""
+class FeedRow(NamedTuple):
+    """One validated, normalised row (a named tuple: it crosses process boundaries)."""
 
     line: int
     member_number: str

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal, NamedTuple
 
 import psycopg
 from sqlalchemy import select
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from rempart.crypto import fields
 from rempart.crypto.fields import DataKey
 from rempart.crypto.keystore import IndexKeys, Keystore, kek_name_for_insurer
+from rempart.db import copy_binary
 from rempart.registry import sealing
 from rempart.registry.feed import (
     FeedFormatError,
@@ -97,6 +98,7 @@ class ImportResult:
 @dataclass(frozen=True)
 class SealingContext:
     amc_number: str
+    insurer_id: uuid.UUID
     key_id: int
     key: bytes
     index: IndexKeys
@@ -104,14 +106,29 @@ class SealingContext:
     today: dt.date
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
+    """A validated row, sealed under fresh row ids, with its COPY tuples ready to send.
+
+    A named tuple with ids as raw bytes: it crosses a process boundary per row, and plain
+    tuples pickle several times faster than dataclasses holding UUID objects."""
+
     row: FeedRow
-    member: sealing.SealedMember
-    beneficiary: sealing.SealedBeneficiary
+    member_id: bytes
+    member_bidx: int
+    member_copy: bytes | None  # None when an earlier row of the block already sealed this member
+    beneficiary_id: bytes
+    beneficiary_copy: bytes  # every column but member_id, which comes last
 
 
 _worker_context: tuple[SealingContext, DataKey] | None = None
+
+# Column order of the COPYs below: the prepared tuples follow it.
+MEMBER_COLUMNS = "id, insurer_id, dek_id, member_number_ct, member_nir_ct, number_bidx"
+BENEFICIARY_COLUMNS = (
+    "id, insurer_id, dek_id, nir_ct, family_name_ct, first_name_ct, birth_name_ct, birth_date_ct, birth_rank,"
+    " relationship, nir_bidx, card_bidx, member_nir_bidx, member_id"
+)
+PERIOD_COLUMNS = "insurer_id, beneficiary_id, contract_id, start_date, end_date"
 
 
 def _init_worker(context: SealingContext) -> None:
@@ -119,25 +136,64 @@ def _init_worker(context: SealingContext) -> None:
     _worker_context = (context, DataKey.from_bytes(context.key_id, context.key))
 
 
+def _new_ids(count: int) -> list[uuid.UUID]:
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 def prepare_block(block: list[tuple[int, list[str] | Problem]]) -> list[Prepared | list[Problem]]:
     assert _worker_context is not None
     context, key = _worker_context
+    insurer = copy_binary.uuid_(context.insurer_id)
+    dek = copy_binary.int4(key.id)
+    ids = _new_ids(2 * len(block))
+    members: dict[str, tuple[uuid.UUID, int, str]] = {}
     out: list[Prepared | list[Problem]] = []
-    for line, record in block:
+    for n, (line, record) in enumerate(block):
         if isinstance(record, Problem):
             out.append([record])
             continue
-        checked = validate_row(line, dict(zip(context.columns, record, strict=True)), today=context.today)
-        if isinstance(checked, list):
-            out.append(checked)
+        row = validate_row(line, dict(zip(context.columns, record, strict=True)), today=context.today)
+        if isinstance(row, list):
+            out.append(row)
             continue
-        out.append(
-            Prepared(
-                checked,
-                sealing.seal_member(key, context.index, uuid.uuid4(), checked),
-                sealing.seal_beneficiary(key, context.index, context.amc_number, uuid.uuid4(), checked),
+        member_copy = None
+        known = members.get(row.member_number)
+        if known is None or row.member_nir != known[2]:
+            m = sealing.seal_member(key, context.index, ids[2 * n], row)
+            members[row.member_number] = (m.id, m.number_bidx, row.member_nir)
+            member_copy = b"".join(
+                (
+                    copy_binary.count(6),
+                    copy_binary.uuid_(m.id),
+                    insurer,
+                    dek,
+                    copy_binary.bytea(m.member_number_ct),
+                    copy_binary.bytea(m.member_nir_ct),
+                    copy_binary.int4(m.number_bidx),
+                )
+            )
+        member_id, member_bidx, _ = members[row.member_number]
+        b = sealing.seal_beneficiary(key, context.index, context.amc_number, ids[2 * n + 1], row)
+        beneficiary_copy = b"".join(
+            (
+                copy_binary.count(14),
+                copy_binary.uuid_(b.id),
+                insurer,
+                dek,
+                copy_binary.bytea(b.nir_ct),
+                copy_binary.bytea(b.family_name_ct),
+                copy_binary.bytea(b.first_name_ct),
+                copy_binary.bytea(b.birth_name_ct),
+                copy_binary.bytea(b.birth_date_ct),
+                copy_binary.int2(row.birth_rank),
+                copy_binary.text(row.relationship),
+                copy_binary.int4(b.nir_bidx),
+                copy_binary.int4(b.card_bidx),
+                copy_binary.int4(b.member_nir_bidx),
             )
         )
+        out.append(Prepared(row, member_id.bytes, member_bidx, member_copy, b.id.bytes, beneficiary_copy))
     return out
 
 
@@ -243,20 +299,21 @@ class _Run:
             rows.append((item, contract_id))
         if not rows:
             return
-        members = self._existing_members({p.row.member_number: p.member.number_bidx for p, _ in rows})
+        member_copies = {p.member_id: p.member_copy for p in prepared if isinstance(p, Prepared) and p.member_copy}
+        members = self._existing_members({p.row.member_number: p.member_bidx for p, _ in rows})
         elsewhere = self._members_of_other_insurers(
             {p.row.member_number: p.row.member_nir for p, _ in rows if p.row.member_number not in members}
         )
         existing = self._existing_beneficiaries([m[0] for m in members.values()])
         seen = self._seen([b.id for b in existing.values()])
 
-        new_members: dict[str, tuple[sealing.SealedMember, FeedRow]] = {}
+        new_members: dict[str, tuple[uuid.UUID, FeedRow]] = {}
         new_beneficiaries: dict[tuple[uuid.UUID, dt.date, int], uuid.UUID] = {}
         member_updates: list[tuple[bytes, uuid.UUID]] = []
-        insert_members: list[sealing.SealedMember] = []
-        insert_beneficiaries: list[tuple[sealing.SealedBeneficiary, uuid.UUID, FeedRow]] = []
+        insert_members: list[bytes] = []
+        insert_beneficiaries: list[bytes] = []
         update_beneficiaries: list[tuple[sealing.SealedBeneficiary, str]] = []
-        insert_periods: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, dt.date, dt.date | None]] = []
+        insert_periods: list[tuple[uuid.UUID, uuid.UUID, dt.date, dt.date | None]] = []
         update_periods: list[tuple[uuid.UUID | None, dt.date | None, uuid.UUID]] = []
         seen_now: dict[uuid.UUID, int] = {}
 
@@ -286,17 +343,17 @@ class _Run:
                     )
                     members[row.member_number] = (member_id, row.member_nir)
             elif row.member_number in new_members:
-                sealed_member, first = new_members[row.member_number]
-                member_id = sealed_member.id
+                member_id, first = new_members[row.member_number]
                 if first.member_nir != row.member_nir:
                     self.reject(
                         [Problem(row.line, "member_nir", f"differs from line {first.line} for the same member")]
                     )
                     continue
             else:
-                new_members[row.member_number] = (prepared_row.member, row)
-                insert_members.append(prepared_row.member)
-                member_id = prepared_row.member.id
+                # The block sealed each member once, on its first valid row (maybe rejected since).
+                member_id = uuid.UUID(bytes=prepared_row.member_id)
+                new_members[row.member_number] = (member_id, row)
+                insert_members.append(member_copies[prepared_row.member_id])
 
             # The beneficiary -------------------------------------------------------------
             natural = (member_id, row.birth_date, row.birth_rank)
@@ -306,7 +363,7 @@ class _Run:
             elif natural in new_beneficiaries:
                 beneficiary_id = new_beneficiaries[natural]
             else:
-                beneficiary_id = prepared_row.beneficiary.id
+                beneficiary_id = uuid.UUID(bytes=prepared_row.beneficiary_id)
             # One row per beneficiary and file: a second one is a duplicate, whatever it says.
             first_line = seen_now.get(beneficiary_id) or seen.get(beneficiary_id)
             if first_line is not None:
@@ -324,8 +381,8 @@ class _Run:
 
             if current is None:
                 new_beneficiaries[natural] = beneficiary_id
-                insert_beneficiaries.append((prepared_row.beneficiary, member_id, row))
-                insert_periods.append((uuid.uuid4(), beneficiary_id, contract_id, row.coverage_start, row.coverage_end))
+                insert_beneficiaries.append(prepared_row.beneficiary_copy + copy_binary.uuid_(member_id))
+                insert_periods.append((beneficiary_id, contract_id, row.coverage_start, row.coverage_end))
                 self.result.inserted += 1
                 seen_now[beneficiary_id] = row.line
                 continue
@@ -347,7 +404,7 @@ class _Run:
             if coverage.closes and not coverage.update_same_start:
                 changed = True
             if coverage.insert:
-                insert_periods.append((uuid.uuid4(), current.id, contract_id, row.coverage_start, row.coverage_end))
+                insert_periods.append((current.id, contract_id, row.coverage_start, row.coverage_end))
                 changed = True
             if changed:
                 self.result.updated += 1
@@ -398,8 +455,10 @@ class _Run:
             )
             for member_id, dek_id, number_ct, nir_ct in cursor.fetchall():
                 opened = self._open(sealing.MEMBERS, "member_number", member_id, dek_id, number_ct)
-                if opened is not None and opened in wanted and wanted[opened] == self._open(
-                    sealing.MEMBERS, "member_nir", member_id, dek_id, nir_ct
+                if (
+                    opened is not None
+                    and opened in wanted
+                    and wanted[opened] == self._open(sealing.MEMBERS, "member_nir", member_id, dek_id, nir_ct)
                 ):
                     found[opened] = amc
             wanted = {n: nir for n, nir in wanted.items() if n not in found}
@@ -460,73 +519,37 @@ class _Run:
 
     def _write(
         self,
-        insert_members: list[sealing.SealedMember],
-        insert_beneficiaries: list[tuple[sealing.SealedBeneficiary, uuid.UUID, FeedRow]],
+        insert_members: list[bytes],
+        insert_beneficiaries: list[bytes],
         update_beneficiaries: list[tuple[sealing.SealedBeneficiary, str]],
         member_updates: list[tuple[bytes, uuid.UUID]],
-        insert_periods: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, dt.date, dt.date | None]],
+        insert_periods: list[tuple[uuid.UUID, uuid.UUID, dt.date, dt.date | None]],
         update_periods: list[tuple[uuid.UUID | None, dt.date | None, uuid.UUID]],
         seen_now: dict[uuid.UUID, int],
     ) -> None:
-        insurer_id = self.insurer.id
+        insurer = copy_binary.uuid_(self.insurer.id)
+        periods = [
+            b"".join(
+                (
+                    copy_binary.count(5),
+                    insurer,
+                    copy_binary.uuid_(bid),
+                    copy_binary.uuid_(cid),
+                    copy_binary.date(start),
+                    copy_binary.date(end),
+                )
+            )
+            for bid, cid, start, end in insert_periods
+        ]
         with self.conn.cursor() as cur:
-            if insert_members:
-                with cur.copy(
-                    "COPY members (id, insurer_id, dek_id, member_number_ct, member_nir_ct, number_bidx)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "int4", "bytea", "bytea", "int4"])
-                    for m in insert_members:
-                        copy.write_row((m.id, insurer_id, m.dek_id, m.member_number_ct, m.member_nir_ct, m.number_bidx))
-            if insert_beneficiaries:
-                with cur.copy(
-                    "COPY beneficiaries (id, insurer_id, member_id, dek_id, nir_ct, family_name_ct, first_name_ct,"
-                    " birth_name_ct, birth_date_ct, birth_rank, relationship, nir_bidx, card_bidx, member_nir_bidx)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(
-                        [
-                            "uuid",
-                            "uuid",
-                            "uuid",
-                            "int4",
-                            "bytea",
-                            "bytea",
-                            "bytea",
-                            "bytea",
-                            "bytea",
-                            "int2",
-                            "text",
-                        ]
-                        + ["int4"] * 3
-                    )
-                    for b, member_id, row in insert_beneficiaries:
-                        copy.write_row(
-                            (
-                                b.id,
-                                insurer_id,
-                                member_id,
-                                b.dek_id,
-                                b.nir_ct,
-                                b.family_name_ct,
-                                b.first_name_ct,
-                                b.birth_name_ct,
-                                b.birth_date_ct,
-                                row.birth_rank,
-                                row.relationship,
-                                b.nir_bidx,
-                                b.card_bidx,
-                                b.member_nir_bidx,
-                            )
-                        )
-            if insert_periods:
-                with cur.copy(
-                    "COPY coverage_periods (id, insurer_id, beneficiary_id, contract_id, start_date, end_date)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["uuid", "uuid", "uuid", "uuid", "date", "date"])
-                    for pid, bid, cid, start, end in insert_periods:
-                        copy.write_row((pid, insurer_id, bid, cid, start, end))
+            for table, columns, tuples in (
+                ("members", MEMBER_COLUMNS, insert_members),
+                ("beneficiaries", BENEFICIARY_COLUMNS, insert_beneficiaries),
+                ("coverage_periods", PERIOD_COLUMNS, periods),
+            ):
+                if tuples:
+                    with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.write(copy_binary.HEADER + b"".join(tuples) + copy_binary.TRAILER)
             if member_updates:
                 cur.executemany("UPDATE members SET member_nir_ct = %s WHERE id = %s", member_updates)
             if update_beneficiaries:
@@ -566,40 +589,34 @@ class _Run:
     def close_absent(self) -> int | Problem:
         """A full feed: close the coverage of everyone the file did not mention."""
         today = self.options.today
-        covered = self.conn.execute(
-            "SELECT count(DISTINCT beneficiary_id) FROM coverage_periods"
-            " WHERE insurer_id = %s AND (end_date IS NULL OR end_date >= %s)",
-            (self.insurer.id, today),
-        ).fetchone()
-        absent = self.conn.execute(
-            "SELECT count(DISTINCT p.beneficiary_id) FROM coverage_periods p"
-            " WHERE p.insurer_id = %s AND (p.end_date IS NULL OR p.end_date >= %s)"
-            " AND NOT EXISTS (SELECT 1 FROM import_seen s WHERE s.beneficiary_id = p.beneficiary_id)",
-            (self.insurer.id, today),
-        ).fetchone()
-        assert covered is not None and absent is not None
-        total, closing = int(covered[0]), int(absent[0])
-        if total and closing / total > self.options.max_closing_share and not self.options.force:
+        running = (
+            "FROM coverage_periods p JOIN beneficiaries b ON b.id = p.beneficiary_id"
+            " WHERE b.insurer_id = %(insurer)s AND (p.end_date IS NULL OR p.end_date >= %(today)s)"
+        )
+        absent = " AND NOT EXISTS (SELECT 1 FROM import_seen s WHERE s.beneficiary_id = p.beneficiary_id)"
+        params = {"insurer": self.insurer.id, "today": today, "import": self.result.import_id}
+        covered = self.conn.execute(f"SELECT count(DISTINCT p.beneficiary_id) {running}", params).fetchone()
+        closing = self.conn.execute(f"SELECT count(DISTINCT p.beneficiary_id) {running}{absent}", params).fetchone()
+        assert covered is not None and closing is not None
+        total, count = int(covered[0]), int(closing[0])
+        if total and count / total > self.options.max_closing_share and not self.options.force:
             return Problem(
                 0,
                 "(file)",
-                f"a full feed would close the coverage of {closing} of {total} covered beneficiaries "
-                f"({closing / total:.0%} > {self.options.max_closing_share:.0%}); check the file, or use --force",
+                f"a full feed would close the coverage of {count} of {total} covered beneficiaries "
+                f"({count / total:.0%} > {self.options.max_closing_share:.0%}); check the file, or use --force",
             )
-        yesterday = today - dt.timedelta(days=1)
-        absent_filter = (
-            "insurer_id = %s AND (end_date IS NULL OR end_date >= %s)"
-            " AND NOT EXISTS (SELECT 1 FROM import_seen s WHERE s.beneficiary_id = coverage_periods.beneficiary_id)"
+        # Periods not yet started are removed; running ones end yesterday.
+        self.conn.execute(
+            f"DELETE FROM coverage_periods WHERE id IN (SELECT p.id {running}{absent} AND p.start_date >= %(today)s)",
+            params,
         )
         self.conn.execute(
-            f"DELETE FROM coverage_periods WHERE {absent_filter} AND start_date >= %s",
-            (self.insurer.id, today, today),
+            "UPDATE coverage_periods SET end_date = %(today)s::date - 1, closed_by_import_id = %(import)s"
+            f" WHERE id IN (SELECT p.id {running}{absent})",
+            params,
         )
-        self.conn.execute(
-            f"UPDATE coverage_periods SET end_date = %s, closed_by_import_id = %s WHERE {absent_filter}",
-            (yesterday, self.result.import_id, self.insurer.id, today),
-        )
-        return closing
+        return count
 
 
 def _identity(row: FeedRow) -> dict[str, str | None]:
@@ -750,7 +767,7 @@ def import_beneficiaries(
                 if header is None or not header.strip():
                     raise FeedFormatError("the file is empty: expected a header row")
                 layout = read_header(header)
-                context = SealingContext(amc_number, key.id, key.key, index, layout.columns, options.today)
+                context = SealingContext(amc_number, insurer.id, key.id, key.key, index, layout.columns, options.today)
                 for prepared in _pipelined(_records(lines, layout, options.chunk_rows), context, workers):
                     run.apply(prepared)
                     if on_progress:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -96,7 +97,6 @@ class Beneficiary(Base, Timestamped):
         Index("ix_beneficiaries_nir", "insurer_id", "nir_bidx"),
         Index("ix_beneficiaries_member_nir", "insurer_id", "member_nir_bidx"),
         Index("ix_beneficiaries_member", "member_id"),
-        Index("ix_beneficiaries_dek", "dek_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -121,10 +121,9 @@ class CoveragePeriod(Base, Timestamped):
     __table_args__ = (
         UniqueConstraint("beneficiary_id", "start_date"),
         CheckConstraint("end_date IS NULL OR end_date >= start_date", name="dates"),
-        Index("ix_coverage_periods_insurer", "insurer_id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id, server_default=func.gen_random_uuid())
     insurer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("insurers.id"))
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
     contract_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contracts.id"))
@@ -150,7 +149,6 @@ class Professional(Base, Timestamped):
     __table_args__ = (
         CheckConstraint("id_kind IN ('rpps', 'adeli')", name="id_kind"),
         Index("ix_professionals_lookup", "identifier_bidx"),
-        Index("ix_professionals_dek", "dek_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -47,10 +47,15 @@ def rewrap(
     moved = 0
     for table, columns in ENCRYPTED_COLUMNS.items():
         cts = ", ".join(f"{c}_ct" for c in columns)
+        after = "00000000-0000-0000-0000-000000000000"
         while True:
+            # Keyset pagination on the primary key: no index on dek_id is needed.
             batch = session.execute(
-                text(f"SELECT id, dek_id, {cts} FROM {table} WHERE dek_id = ANY(:ids) LIMIT :n FOR UPDATE SKIP LOCKED"),
-                {"ids": retiring, "n": batch_rows},
+                text(
+                    f"SELECT id, dek_id, {cts} FROM {table} WHERE dek_id = ANY(:ids) AND id > CAST(:after AS uuid)"
+                    " ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"ids": retiring, "n": batch_rows, "after": after},
             ).all()
             if not batch:
                 session.commit()
@@ -71,6 +76,7 @@ def rewrap(
             assignments = ", ".join(f"{c}_ct = :{c}" for c in columns)
             session.execute(text(f"UPDATE {table} SET dek_id = :dek, {assignments} WHERE id = :id"), updates)
             session.commit()
+            after = str(batch[-1][0])
             moved += len(updates)
             if on_progress:
                 on_progress(len(updates))

@@ -140,7 +140,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dek_id"], ["data_keys.id"], name=op.f("fk_professionals_dek_id_data_keys")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_professionals")),
     )
-    op.create_index("ix_professionals_dek", "professionals", ["dek_id"], unique=False)
     op.create_index("ix_professionals_lookup", "professionals", ["identifier_bidx"], unique=False)
     op.create_table(
         "schedule_versions",
@@ -188,7 +187,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_beneficiaries")),
     )
     op.create_index("ix_beneficiaries_card", "beneficiaries", ["insurer_id", "card_bidx"], unique=False)
-    op.create_index("ix_beneficiaries_dek", "beneficiaries", ["dek_id"], unique=False)
     op.create_index("ix_beneficiaries_member", "beneficiaries", ["member_id"], unique=False)
     op.create_index("ix_beneficiaries_member_nir", "beneficiaries", ["insurer_id", "member_nir_bidx"], unique=False)
     op.create_index("ix_beneficiaries_nir", "beneficiaries", ["insurer_id", "nir_bidx"], unique=False)
@@ -208,7 +206,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "coverage_periods",
-        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
         sa.Column("insurer_id", sa.Uuid(), nullable=False),
         sa.Column("beneficiary_id", sa.Uuid(), nullable=False),
         sa.Column("contract_id", sa.Uuid(), nullable=False),
@@ -229,7 +227,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_coverage_periods")),
         sa.UniqueConstraint("beneficiary_id", "start_date", name=op.f("uq_coverage_periods_beneficiary_id")),
     )
-    op.create_index("ix_coverage_periods_insurer", "coverage_periods", ["insurer_id"], unique=False)
     op.create_table(
         "canary_beneficiaries",
         sa.Column("beneficiary_id", sa.Uuid(), nullable=False),
@@ -245,18 +242,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("canary_beneficiaries", schema="guard")
-    op.drop_index("ix_coverage_periods_insurer", table_name="coverage_periods")
     op.drop_table("coverage_periods")
     op.drop_table("practices")
     op.drop_index("ix_beneficiaries_nir", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_member_nir", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_member", table_name="beneficiaries")
-    op.drop_index("ix_beneficiaries_dek", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_card", table_name="beneficiaries")
     op.drop_table("beneficiaries")
     op.drop_table("schedule_versions")
     op.drop_index("ix_professionals_lookup", table_name="professionals")
-    op.drop_index("ix_professionals_dek", table_name="professionals")
     op.drop_table("professionals")
     op.drop_index("ix_members_lookup", table_name="members")
     op.drop_table("members")
