@@ -36,7 +36,7 @@ def server_url() -> Iterator[str]:
         yield sqlalchemy_url(configured)
         return
     folder = Path(tempfile.mkdtemp(prefix="rempart-test-pg-"))
-    yield start_embedded(folder / "pg")
+    yield start_embedded(folder / "pg", delete_on_exit=True)
 
 
 @pytest.fixture(scope="session")

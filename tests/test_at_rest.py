@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from feedkit import families, write_feed
-from registry_helpers import run_import
+from registry_helpers import run_import, two_insurers
 from rempart.cli.main import _pg_tool
 from rempart.db.server import libpq_url
 from rempart.platform import Platform
@@ -27,6 +27,7 @@ TODAY = dt.date(2026, 11, 23)
 def test_dump_after_seed_and_import_holds_no_personal_data_in_clear(platform: Platform, tmp_path: Path) -> None:
     summary = seed(platform, seed_value=SEED, families=120, professionals=40, today=TODAY)
     assert summary.beneficiaries > 250 and summary.professionals == 40
+    two_insurers(platform)
     extra = families(5, first=900)
     assert run_import(platform, write_feed(tmp_path / "extra.csv", extra)).status == "applied"
 

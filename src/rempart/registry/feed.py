@@ -159,7 +159,14 @@ class FeedLayout:
 
 def read_header(line: str) -> FeedLayout:
     delimiter = sniff_delimiter(line)
-    columns = tuple(c.strip().lower() for c in next(csv.reader([line], delimiter=delimiter)))
+    if len(line) > MAX_LINE_BYTES:
+        raise FeedFormatError(
+            f"line 1: header longer than {MAX_LINE_BYTES} characters (lines must end with LF or CRLF)"
+        )
+    try:
+        columns = tuple(c.strip().lower() for c in next(csv.reader([line], delimiter=delimiter, strict=True)))
+    except (csv.Error, StopIteration) as exc:
+        raise FeedFormatError(f"line 1: malformed header ({exc})") from None
     missing = [c for c in FEED_COLUMNS if c not in columns]
     if missing:
         raise FeedFormatError(f"line 1: header lacks column(s) {', '.join(missing)}")

@@ -74,6 +74,14 @@ class ScheduleVersion(Base, Timestamped):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+# Foreign keys and the hot path. An import writes millions of rows and PostgreSQL checks each
+# foreign key row by row, so only the keys that carry structure are declared: member -> insurer,
+# beneficiary -> member, period -> beneficiary and contract. `insurer_id` copies (kept on every
+# row for tenant isolation) and `dek_id` point at rows that are never deleted — shredding and
+# retirement are state changes, and triggers refuse DELETE on insurers and data_keys — so those
+# keys would cost a lookup per row to protect against nothing that can happen.
+
+
 class Member(Base, Timestamped):
     """The person who holds the contract (adhérent); beneficiaries hang off it."""
 
@@ -82,7 +90,7 @@ class Member(Base, Timestamped):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     insurer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("insurers.id"))
-    dek_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    dek_id: Mapped[int]
     member_number_ct: Mapped[bytes] = mapped_column(LargeBinary)
     member_nir_ct: Mapped[bytes] = mapped_column(LargeBinary)
     number_bidx: Mapped[int | None] = mapped_column(Integer)
@@ -100,9 +108,9 @@ class Beneficiary(Base, Timestamped):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    insurer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("insurers.id"))
+    insurer_id: Mapped[uuid.UUID]
     member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
-    dek_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    dek_id: Mapped[int]
     nir_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     family_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     first_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -124,7 +132,7 @@ class CoveragePeriod(Base, Timestamped):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id, server_default=func.gen_random_uuid())
-    insurer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("insurers.id"))
+    insurer_id: Mapped[uuid.UUID]
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
     contract_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contracts.id"))
     start_date: Mapped[dt.date] = mapped_column(Date)
@@ -152,7 +160,7 @@ class Professional(Base, Timestamped):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    dek_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    dek_id: Mapped[int]
     id_kind: Mapped[str] = mapped_column(String(5))
     identifier_ct: Mapped[bytes] = mapped_column(LargeBinary)
     identifier_bidx: Mapped[int] = mapped_column(Integer)

@@ -122,14 +122,14 @@ def seed(
         service.ensure_platform_keys(session, platform.keystore)
         by_finess = {}
         for establishment in establishments:
-            row = service.register_establishment(
+            created = service.register_establishment(
                 session,
                 name=establishment.name,
                 kind=establishment.kind,
                 finess=establishment.finess,
                 siret=establishment.siret,
             )
-            by_finess[establishment.finess] = row.id
+            by_finess[establishment.finess] = created.id
         for pro in pros:
             service.register_professional(
                 session,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:22:07.370761
+Create Date: 2026-11-23
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+
+NO_DELETE = """
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are never deleted: shred or retire instead', TG_TABLE_NAME;
+END $$;
+"""
 
 
 def upgrade() -> None:
@@ -48,6 +56,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_insurers")),
         sa.UniqueConstraint("amc_number", name=op.f("uq_insurers_amc_number")),
     )
+    op.create_table(
+        "professionals",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("dek_id", sa.Integer(), nullable=False),
+        sa.Column("id_kind", sa.String(length=5), nullable=False),
+        sa.Column("identifier_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("identifier_bidx", sa.Integer(), nullable=False),
+        sa.Column("family_name_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("first_name_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("iban_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("email_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("phone_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("profession", sa.String(length=60), nullable=False),
+        sa.Column("specialty", sa.String(length=80), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.CheckConstraint("id_kind IN ('rpps', 'adeli')", name=op.f("ck_professionals_id_kind")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_professionals")),
+    )
+    op.create_index("ix_professionals_lookup", "professionals", ["identifier_bidx"], unique=False)
     op.create_table(
         "contracts",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -115,48 +143,21 @@ def upgrade() -> None:
         sa.Column("member_nir_ct", sa.LargeBinary(), nullable=False),
         sa.Column("number_bidx", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(["dek_id"], ["data_keys.id"], name=op.f("fk_members_dek_id_data_keys")),
         sa.ForeignKeyConstraint(["insurer_id"], ["insurers.id"], name=op.f("fk_members_insurer_id_insurers")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_members")),
     )
     op.create_index("ix_members_lookup", "members", ["insurer_id", "number_bidx"], unique=False)
     op.create_table(
-        "professionals",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("dek_id", sa.Integer(), nullable=False),
-        sa.Column("id_kind", sa.String(length=5), nullable=False),
-        sa.Column("identifier_ct", sa.LargeBinary(), nullable=False),
-        sa.Column("identifier_bidx", sa.Integer(), nullable=False),
-        sa.Column("family_name_ct", sa.LargeBinary(), nullable=False),
-        sa.Column("first_name_ct", sa.LargeBinary(), nullable=False),
-        sa.Column("iban_ct", sa.LargeBinary(), nullable=True),
-        sa.Column("email_ct", sa.LargeBinary(), nullable=True),
-        sa.Column("phone_ct", sa.LargeBinary(), nullable=True),
-        sa.Column("profession", sa.String(length=60), nullable=False),
-        sa.Column("specialty", sa.String(length=80), nullable=True),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint("id_kind IN ('rpps', 'adeli')", name=op.f("ck_professionals_id_kind")),
-        sa.ForeignKeyConstraint(["dek_id"], ["data_keys.id"], name=op.f("fk_professionals_dek_id_data_keys")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_professionals")),
-    )
-    op.create_index("ix_professionals_lookup", "professionals", ["identifier_bidx"], unique=False)
-    op.create_table(
-        "schedule_versions",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("contract_id", sa.Uuid(), nullable=False),
-        sa.Column("valid_from", sa.Date(), nullable=False),
-        sa.Column("valid_to", sa.Date(), nullable=True),
-        sa.Column("format", sa.SmallInteger(), nullable=False),
-        sa.Column("schedule", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint("valid_to IS NULL OR valid_to >= valid_from", name=op.f("ck_schedule_versions_dates")),
+        "practices",
+        sa.Column("professional_id", sa.Uuid(), nullable=False),
+        sa.Column("establishment_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["contract_id"], ["contracts.id"], name=op.f("fk_schedule_versions_contract_id_contracts")
+            ["establishment_id"], ["establishments.id"], name=op.f("fk_practices_establishment_id_establishments")
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_versions")),
-        sa.UniqueConstraint("contract_id", "valid_from", name=op.f("uq_schedule_versions_contract_id")),
+        sa.ForeignKeyConstraint(
+            ["professional_id"], ["professionals.id"], name=op.f("fk_practices_professional_id_professionals")
+        ),
+        sa.PrimaryKeyConstraint("professional_id", "establishment_id", name=op.f("pk_practices")),
     )
     op.create_table(
         "beneficiaries",
@@ -177,12 +178,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
-            "relationship IN ('member', 'spouse', 'child', 'other')",
-            name=op.f("ck_beneficiaries_relationship"),
+            "relationship IN ('member', 'spouse', 'child', 'other')", name=op.f("ck_beneficiaries_relationship")
         ),
         sa.CheckConstraint("birth_rank BETWEEN 1 AND 9", name=op.f("ck_beneficiaries_birth_rank")),
-        sa.ForeignKeyConstraint(["dek_id"], ["data_keys.id"], name=op.f("fk_beneficiaries_dek_id_data_keys")),
-        sa.ForeignKeyConstraint(["insurer_id"], ["insurers.id"], name=op.f("fk_beneficiaries_insurer_id_insurers")),
         sa.ForeignKeyConstraint(["member_id"], ["members.id"], name=op.f("fk_beneficiaries_member_id_members")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_beneficiaries")),
     )
@@ -191,18 +189,21 @@ def upgrade() -> None:
     op.create_index("ix_beneficiaries_member_nir", "beneficiaries", ["insurer_id", "member_nir_bidx"], unique=False)
     op.create_index("ix_beneficiaries_nir", "beneficiaries", ["insurer_id", "nir_bidx"], unique=False)
     op.create_table(
-        "practices",
-        sa.Column("professional_id", sa.Uuid(), nullable=False),
-        sa.Column("establishment_id", sa.Uuid(), nullable=False),
+        "schedule_versions",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("contract_id", sa.Uuid(), nullable=False),
+        sa.Column("valid_from", sa.Date(), nullable=False),
+        sa.Column("valid_to", sa.Date(), nullable=True),
+        sa.Column("format", sa.SmallInteger(), nullable=False),
+        sa.Column("schedule", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.CheckConstraint("valid_to IS NULL OR valid_to >= valid_from", name=op.f("ck_schedule_versions_dates")),
         sa.ForeignKeyConstraint(
-            ["establishment_id"],
-            ["establishments.id"],
-            name=op.f("fk_practices_establishment_id_establishments"),
+            ["contract_id"], ["contracts.id"], name=op.f("fk_schedule_versions_contract_id_contracts")
         ),
-        sa.ForeignKeyConstraint(
-            ["professional_id"], ["professionals.id"], name=op.f("fk_practices_professional_id_professionals")
-        ),
-        sa.PrimaryKeyConstraint("professional_id", "establishment_id", name=op.f("pk_practices")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_versions")),
+        sa.UniqueConstraint("contract_id", "valid_from", name=op.f("uq_schedule_versions_contract_id")),
     )
     op.create_table(
         "coverage_periods",
@@ -216,14 +217,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("end_date IS NULL OR end_date >= start_date", name=op.f("ck_coverage_periods_dates")),
         sa.ForeignKeyConstraint(
-            ["beneficiary_id"],
-            ["beneficiaries.id"],
-            name=op.f("fk_coverage_periods_beneficiary_id_beneficiaries"),
+            ["beneficiary_id"], ["beneficiaries.id"], name=op.f("fk_coverage_periods_beneficiary_id_beneficiaries")
         ),
         sa.ForeignKeyConstraint(
             ["contract_id"], ["contracts.id"], name=op.f("fk_coverage_periods_contract_id_contracts")
         ),
-        sa.ForeignKeyConstraint(["insurer_id"], ["insurers.id"], name=op.f("fk_coverage_periods_insurer_id_insurers")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_coverage_periods")),
         sa.UniqueConstraint("beneficiary_id", "start_date", name=op.f("uq_coverage_periods_beneficiary_id")),
     )
@@ -231,27 +229,32 @@ def upgrade() -> None:
         "canary_beneficiaries",
         sa.Column("beneficiary_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["beneficiary_id"],
-            ["beneficiaries.id"],
-            name=op.f("fk_canary_beneficiaries_beneficiary_id_beneficiaries"),
+            ["beneficiary_id"], ["beneficiaries.id"], name=op.f("fk_canary_beneficiaries_beneficiary_id_beneficiaries")
         ),
         sa.PrimaryKeyConstraint("beneficiary_id", name=op.f("pk_canary_beneficiaries")),
         schema="guard",
     )
+    # Insurers and data keys are never deleted (see registry.models on foreign keys).
+    op.execute(NO_DELETE)
+    for table in ("insurers", "data_keys"):
+        op.execute(
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+        )
 
 
 def downgrade() -> None:
+    for table in ("insurers", "data_keys"):
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete ON {table}")
+    op.execute("DROP FUNCTION IF EXISTS refuse_delete()")
     op.drop_table("canary_beneficiaries", schema="guard")
     op.drop_table("coverage_periods")
-    op.drop_table("practices")
+    op.drop_table("schedule_versions")
     op.drop_index("ix_beneficiaries_nir", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_member_nir", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_member", table_name="beneficiaries")
     op.drop_index("ix_beneficiaries_card", table_name="beneficiaries")
     op.drop_table("beneficiaries")
-    op.drop_table("schedule_versions")
-    op.drop_index("ix_professionals_lookup", table_name="professionals")
-    op.drop_table("professionals")
+    op.drop_table("practices")
     op.drop_index("ix_members_lookup", table_name="members")
     op.drop_table("members")
     op.drop_index("ix_imports_insurer_sha", table_name="imports")
@@ -260,6 +263,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_data_keys_insurer_id"), table_name="data_keys")
     op.drop_table("data_keys")
     op.drop_table("contracts")
+    op.drop_index("ix_professionals_lookup", table_name="professionals")
+    op.drop_table("professionals")
     op.drop_table("insurers")
     op.drop_table("establishments")
     op.execute("DROP SCHEMA IF EXISTS guard")
