@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from feedkit import AMC_A, AMC_B, SCHEDULE_CONFORT, SCHEDULE_ESSENTIEL, SIREN_A, SIREN_B
 from rempart.platform import Platform
 from rempart.registry import service
 from rempart.registry.importer import ImportOptions, ImportResult, import_beneficiaries
 from rempart.registry.models import Beneficiary, CoveragePeriod, Member
+
+from feedkit import AMC_A, AMC_B, SCHEDULE_CONFORT, SCHEDULE_ESSENTIEL, SIREN_A, SIREN_B
 
 TODAY = dt.date(2026, 11, 23)
 

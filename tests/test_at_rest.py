@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from feedkit import families, write_feed
-from registry_helpers import run_import, two_insurers
 from rempart.cli.main import _pg_tool
 from rempart.db.server import libpq_url
 from rempart.platform import Platform
 from rempart.registry import synthetic
 from rempart.registry.seed import seed
+
+from feedkit import families, write_feed
+from registry_helpers import run_import, two_insurers
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from feedkit import AMC_A, SCHEDULE_ESSENTIEL, SIREN_A, families, write_feed
 from typer.testing import CliRunner
 
 from rempart.cli.main import app
 from rempart.settings import get_settings
+
+from feedkit import AMC_A, SCHEDULE_ESSENTIEL, SIREN_A, families, write_feed
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from feedkit import AMC_A, AMC_B, csv_text, families, family, write_feed
-from registry_helpers import TODAY, counts, run_import, snapshot, two_insurers
 from rempart.platform import Platform
 from rempart.registry import service
+
+from feedkit import AMC_A, AMC_B, csv_text, families, family, write_feed
+from registry_helpers import TODAY, counts, run_import, snapshot, two_insurers
 
 pytestmark = pytest.mark.integration
 

@@ -7,13 +7,14 @@ import io
 from pathlib import Path
 
 import pytest
-from feedkit import csv_text, families
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from registry_helpers import counts, run_import, snapshot, two_insurers
 
 from rempart.platform import Platform
 from rempart.registry.feed import FeedFormatError, Problem, decoded_lines, read_header, split_records, validate_row
+
+from feedkit import csv_text, families
+from registry_helpers import counts, run_import, snapshot, two_insurers
 
 VALID = csv_text(families(3)).encode()
 
@@ -62,7 +63,8 @@ def test_parsing_never_crashes(data: bytes) -> None:
     try:
         results = parse_all(data)
     except FeedFormatError as exc:
-        assert str(exc)
+        message = str(exc)
+        assert message
         return
     for result in results:
         problems = result if isinstance(result, list) else [result] if isinstance(result, Problem) else []

@@ -13,8 +13,6 @@ import psycopg
 import pytest
 from sqlalchemy import select, text
 
-from feedkit import AMC_A, AMC_B, families, write_feed
-from registry_helpers import run_import, two_insurers
 from rempart.cli.main import _pg_tool
 from rempart.crypto.fields import DecryptionError
 from rempart.crypto.keystore import KeyUnavailableError
@@ -22,6 +20,9 @@ from rempart.db.server import libpq_url
 from rempart.platform import Platform, open_platform
 from rempart.registry import rekey, service
 from rempart.registry.models import Beneficiary
+
+from feedkit import AMC_A, AMC_B, families, write_feed
+from registry_helpers import run_import, two_insurers
 
 pytestmark = pytest.mark.integration
 

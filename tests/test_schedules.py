@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from feedkit import AMC_A, SIREN_A
 
 from rempart.coverage.schedule import ScheduleError, canonical_json, parse_schedule, schedule_digest
 from rempart.platform import Platform
 from rempart.registry import service
+
+from feedkit import AMC_A, SIREN_A
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "coverage.json"
 

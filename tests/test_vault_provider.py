@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from fake_vault import FakeVault, fake_vault_server, run_fake_vault
 from rempart.crypto.provider import KeyDestroyedError, KeyProvider, KeyProviderError, WrappedKey
 from rempart.crypto.vault import VaultTransitProvider, vault_key_name
+
+from fake_vault import FakeVault, fake_vault_server, run_fake_vault
 
 TOKEN = "hvs.fake-root-token-3f9c2a"
 DATA_KEY = bytes(range(32))
