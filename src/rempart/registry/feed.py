@@ -176,8 +176,10 @@ def read_header(line: str) -> FeedLayout:
     return FeedLayout(delimiter, columns)
 
 
-def split_records(lines: Iterable[str], layout: FeedLayout) -> Iterator[tuple[int, list[str] | Problem]]:
-    """Parse CSV records after the header; yields (line number, fields or a structural problem)."""
+def group_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]] | Problem]:
+    """Group physical lines into CSV records (a quoted field may span lines), cheaply: only
+    lines holding a quote are looked at by the CSV parser here. The fields themselves are
+    parsed by `parse_record`, in the import workers."""
     line_no = 1
     buffer: list[str] = []
     start = 2
@@ -186,36 +188,57 @@ def split_records(lines: Iterable[str], layout: FeedLayout) -> Iterator[tuple[in
         if not buffer:
             start = line_no
         if len(line) > MAX_LINE_BYTES:
-            yield start, Problem(start, "(line)", f"line longer than {MAX_LINE_BYTES} characters")
+            yield Problem(start, "(line)", f"line longer than {MAX_LINE_BYTES} characters")
             buffer = []
             continue
         buffer.append(line)
+        if len(buffer) == 1 and '"' not in line:
+            yield start, buffer
+            buffer = []
+            continue
         try:
-            records = list(csv.reader(buffer, delimiter=layout.delimiter, strict=True))
+            for _ in csv.reader(buffer, delimiter=delimiter, strict=True):
+                pass
         except csv.Error as exc:
             unfinished = "EOF" in str(exc) or "unexpected end of data" in str(exc)
             if unfinished and len(buffer) < 5:
                 continue  # a quoted field spanning lines; keep reading
-            yield start, Problem(start, "(line)", f"malformed CSV ({exc})")
+            yield Problem(start, "(line)", f"malformed CSV ({exc})")
             buffer = []
             continue
+        yield start, buffer
         buffer = []
-        if not records or records == [[]] or all(not cell.strip() for cell in records[0]):
-            continue  # blank line
-        fields = records[0]
-        if len(fields) != len(layout.columns):
-            yield (
-                start,
-                Problem(
-                    start,
-                    "(line)",
-                    f"{len(fields)} fields where the header has {len(layout.columns)} (truncated or shifted row?)",
-                ),
-            )
-            continue
-        yield start, fields
     if buffer:
-        yield start, Problem(start, "(line)", "the file ends inside a quoted field (truncated file?)")
+        yield Problem(start, "(line)", "the file ends inside a quoted field (truncated file?)")
+
+
+def parse_record(start: int, lines: list[str], layout: FeedLayout) -> list[str] | Problem | None:
+    """The fields of one record, a structural problem, or None for a blank line."""
+    try:
+        records = list(csv.reader(lines, delimiter=layout.delimiter, strict=True))
+    except csv.Error as exc:
+        return Problem(start, "(line)", f"malformed CSV ({exc})")
+    if not records or all(not cell.strip() for cell in records[0]):
+        return None
+    fields = records[0]
+    if len(records) > 1 or len(fields) != len(layout.columns):
+        return Problem(
+            start,
+            "(line)",
+            f"{len(fields)} fields where the header has {len(layout.columns)} (truncated or shifted row?)",
+        )
+    return fields
+
+
+def split_records(lines: Iterable[str], layout: FeedLayout) -> Iterator[tuple[int, list[str] | Problem]]:
+    """Parse CSV records after the header; yields (line number, fields or a structural problem)."""
+    for item in group_records(lines, layout.delimiter):
+        if isinstance(item, Problem):
+            yield item.line, item
+            continue
+        parsed = parse_record(*item, layout)
+        if parsed is not None:
+            yield item[0], parsed
 
 
 # -- row validation -----------------------------------------------------------------------

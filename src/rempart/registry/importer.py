@@ -44,8 +44,9 @@ from rempart.registry.feed import (
     FeedRow,
     Problem,
     decoded_lines,
+    group_records,
+    parse_record,
     read_header,
-    split_records,
     validate_row,
 )
 from rempart.registry.models import INSURER_ACTIVE, Contract, ImportRecord, Insurer
@@ -95,6 +96,10 @@ class ImportResult:
 # -- worker side (pure) -------------------------------------------------------------------
 
 
+# A block of records as the reader groups them: (first line, physical lines) or a problem.
+Block = list[tuple[int, list[str]] | Problem]
+
+
 @dataclass(frozen=True)
 class SealingContext:
     amc_number: str
@@ -102,7 +107,7 @@ class SealingContext:
     key_id: int
     key: bytes
     index: IndexKeys
-    columns: tuple[str, ...]
+    layout: FeedLayout
     today: dt.date
 
 
@@ -141,7 +146,7 @@ def _new_ids(count: int) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
-def prepare_block(block: list[tuple[int, list[str] | Problem]]) -> list[Prepared | list[Problem]]:
+def prepare_block(block: Block) -> list[Prepared | list[Problem]]:
     assert _worker_context is not None
     context, key = _worker_context
     insurer = copy_binary.uuid_(context.insurer_id)
@@ -149,11 +154,18 @@ def prepare_block(block: list[tuple[int, list[str] | Problem]]) -> list[Prepared
     ids = _new_ids(2 * len(block))
     members: dict[str, tuple[uuid.UUID, int, str]] = {}
     out: list[Prepared | list[Problem]] = []
-    for n, (line, record) in enumerate(block):
+    for n, item in enumerate(block):
+        if isinstance(item, Problem):
+            out.append([item])
+            continue
+        line, lines = item
+        record = parse_record(line, lines, context.layout)
+        if record is None:
+            continue  # blank line
         if isinstance(record, Problem):
             out.append([record])
             continue
-        row = validate_row(line, dict(zip(context.columns, record, strict=True)), today=context.today)
+        row = validate_row(line, dict(zip(context.layout.columns, record, strict=True)), today=context.today)
         if isinstance(row, list):
             out.append(row)
             continue
@@ -661,9 +673,9 @@ def _coverage_change(
     return _CoverageChange(closes, True, False, None)
 
 
-def _records(lines: Iterator[str], layout: FeedLayout, size: int) -> Iterator[list[tuple[int, list[str] | Problem]]]:
-    block: list[tuple[int, list[str] | Problem]] = []
-    for item in split_records(lines, layout):
+def _records(lines: Iterator[str], delimiter: str, size: int) -> Iterator[Block]:
+    block: Block = []
+    for item in group_records(lines, delimiter):
         block.append(item)
         if len(block) >= size:
             yield block
@@ -701,19 +713,25 @@ def _unpack(packed: list[tuple[Any, ...] | list[Problem]]) -> list[Prepared | li
         if isinstance(item, list):
             out.append(item)
             continue
-        row = FeedRow(
-            *item[:7], fromordinal(item[7]), *item[8:11], fromordinal(item[11]), fromordinal(item[12]) if item[12] else None
+        row = FeedRow._make(
+            (
+                *item[:7],
+                fromordinal(item[7]),
+                *item[8:11],
+                fromordinal(item[11]),
+                fromordinal(item[12]) if item[12] else None,
+            )
         )
         out.append(Prepared(row, *item[13:]))
     return out
 
 
-def _prepare_packed(block: list[tuple[int, list[str] | Problem]]) -> list[tuple[Any, ...] | list[Problem]]:
+def _prepare_packed(block: Block) -> list[tuple[Any, ...] | list[Problem]]:
     return _pack(prepare_block(block))
 
 
 def _pipelined(
-    blocks: Iterator[list[tuple[int, list[str] | Problem]]],
+    blocks: Iterator[Block],
     context: SealingContext,
     workers: int,
 ) -> Iterator[list[Prepared | list[Problem]]]:
@@ -807,8 +825,8 @@ def import_beneficiaries(
                 if header is None or not header.strip():
                     raise FeedFormatError("the file is empty: expected a header row")
                 layout = read_header(header)
-                context = SealingContext(amc_number, insurer.id, key.id, key.key, index, layout.columns, options.today)
-                for prepared in _pipelined(_records(lines, layout, options.chunk_rows), context, workers):
+                context = SealingContext(amc_number, insurer.id, key.id, key.key, index, layout, options.today)
+                for prepared in _pipelined(_records(lines, layout.delimiter, options.chunk_rows), context, workers):
                     run.apply(prepared)
                     if on_progress:
                         on_progress(reader.bytes_read)
