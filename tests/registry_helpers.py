@@ -82,3 +82,9 @@ def snapshot(platform: Platform) -> list[Any]:
             session.execute(text(f"SELECT * FROM {table} ORDER BY id")).all()
             for table in ("members", "beneficiaries", "coverage_periods")
         ]
+
+
+def person_nir_for(sex: int, birth: dt.date, order: int) -> str:
+    from rempart.registry.identifiers import make_nir
+
+    return make_nir(sex, birth, "69", "123", order)

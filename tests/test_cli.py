@@ -35,7 +35,12 @@ def test_help_lists_the_commands(cli: CliRunner) -> None:
 
 
 def test_insurer_schedule_import_and_keys(cli: CliRunner, tmp_path: Path) -> None:
-    assert cli.invoke(app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A]).exit_code == 0
+    assert (
+        cli.invoke(
+            app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A, "--expected-population", "5000"]
+        ).exit_code
+        == 0
+    )
     schedule = tmp_path / "essentiel.json"
     schedule.write_text(json.dumps(SCHEDULE_ESSENTIEL))
     loaded = cli.invoke(app, ["import", "schedule", str(schedule), "--insurer", AMC_A, "--valid-from", "2025-01-01"])
@@ -64,7 +69,9 @@ def test_insurer_schedule_import_and_keys(cli: CliRunner, tmp_path: Path) -> Non
 
 
 def test_shred_needs_confirmation(cli: CliRunner) -> None:
-    cli.invoke(app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A])
+    cli.invoke(
+        app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A, "--expected-population", "5000"]
+    )
     refused = cli.invoke(app, ["insurer", "shred", AMC_A])
     assert refused.exit_code == 2 and "--yes" in refused.output
     done = cli.invoke(app, ["insurer", "shred", AMC_A, "--yes"])
@@ -74,7 +81,9 @@ def test_shred_needs_confirmation(cli: CliRunner) -> None:
 
 
 def test_schedule_errors_name_the_field(cli: CliRunner, tmp_path: Path) -> None:
-    cli.invoke(app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A])
+    cli.invoke(
+        app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A, "--expected-population", "5000"]
+    )
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"code": "X", "rules": [{"domain": "optical", "kind": "flat", "amount": "12.345"}]}))
     result = cli.invoke(app, ["import", "schedule", str(bad), "--insurer", AMC_A, "--valid-from", "2025-01-01"])

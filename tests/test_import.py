@@ -328,3 +328,105 @@ def test_each_import_is_recorded(ready: Platform, tmp_path: Path) -> None:
             ("rejected", 0, 1, "ops@insurer"),
         ]
         assert len(records[0].file_sha256) == 64
+
+
+def test_member_nir_correction_after_rotation_keeps_the_family_readable(ready: Platform, tmp_path: Path) -> None:
+    from rempart.registry import rekey
+
+    from registry_helpers import person_nir_for
+
+    rows = families(2)
+    run_import(ready, write_feed(tmp_path / "a.csv", rows))
+    with ready.session() as session:
+        ready.keystore.rotate(session, f"insurer-{AMC_A}")
+        session.commit()
+    corrected_nir = person_nir_for(1, dt.date(1980, 5, 17), 77)
+    fixed = [dict(r, member_nir=corrected_nir) for r in rows[:4]]
+    fixed[0]["beneficiary_nir"] = corrected_nir
+    result = run_import(ready, write_feed(tmp_path / "b.csv", fixed[:1]))  # only the member's own row
+    assert (result.status, result.updated) == ("applied", 1)
+    with ready.session() as session:
+        twins = service.find_by_member_nir(session, ready.keystore, member_nir=corrected_nir,
+                                           birth_date=dt.date(2018, 2, 9), birth_rank=2)  # fmt: skip
+        assert [t.first_name for t in twins] == ["Hugo"]
+        assert service.find_by_member_nir(session, ready.keystore, member_nir=rows[0]["member_nir"],
+                                          birth_date=dt.date(2018, 2, 9), birth_rank=2) == []  # fmt: skip
+        member = service.find_by_card(session, ready.keystore, amc_number=AMC_A, member_number="M0000001",
+                                      birth_date=dt.date(1980, 5, 17), birth_rank=1)  # fmt: skip
+        assert member is not None and member.member_nir == corrected_nir
+        assert rekey.rewrap(session, ready.keystore) > 0
+        assert rekey.retire_unused(session, ready.keystore) != []
+    ready.keystore.forget()
+    assert run_import(ready, write_feed(tmp_path / "c.csv", fixed)).unchanged == 4
+
+
+def test_one_member_with_two_nirs_in_a_file_is_refused_across_blocks(ready: Platform, tmp_path: Path) -> None:
+    from registry_helpers import person_nir_for
+
+    rows = families(60)
+    late = dict(rows[1], member_nir=person_nir_for(1, dt.date(1980, 5, 17), 99))
+    rows.append(late)  # line 242, another block than the member's first rows
+    rows[1] = dict(rows[1], birth_rank="3")
+    result = run_import(ready, write_feed(tmp_path / "a.csv", rows))
+    assert result.status == "rejected"
+    assert [(p.line, p.column) for p in result.problems] == [(242, "member_nir")]
+    assert "differs from line 2" in result.problems[0].reason
+
+
+def test_a_correction_overlapping_a_later_period_is_refused(ready: Platform, tmp_path: Path) -> None:
+    row = family("M0000001", order=1)[0]
+    first = dict(row, coverage_end="2025-06-30")
+    second = dict(row, coverage_start="2025-07-01")
+    run_import(ready, write_feed(tmp_path / "a.csv", [first]))
+    run_import(ready, write_feed(tmp_path / "b.csv", [second]))
+    widened = dict(row, coverage_end="")  # starts 2025-01-01, open-ended: would overlap July's period
+    result = run_import(ready, write_feed(tmp_path / "c.csv", [widened]))
+    assert result.status == "rejected"
+    assert (result.problems[0].column, "overlap" in result.problems[0].reason) == ("coverage_end", True)
+
+
+def test_full_with_accept_partial_is_refused(ready: Platform, tmp_path: Path) -> None:
+    from rempart.registry.importer import ImportRefused
+
+    with pytest.raises(ImportRefused, match="cannot be combined"):
+        run_import(ready, write_feed(tmp_path / "a.csv", families(1)), mode="full", accept_partial=True)
+
+
+def test_parallel_and_serial_imports_store_the_same_people(ready: Platform, tmp_path: Path) -> None:
+    rows = families(120)
+    ready.settings.import_workers = 2
+    assert run_import(ready, write_feed(tmp_path / "a.csv", rows)).inserted == 480
+    ready.settings.import_workers = 1
+    again = run_import(ready, write_feed(tmp_path / "a.csv", rows))
+    assert (again.unchanged, again.inserted, again.updated) == (480, 0, 0)
+    with ready.session() as session:
+        for r in rows[::37]:
+            found = service.find_by_card(session, ready.keystore, amc_number=AMC_A, member_number=r["member_number"],
+                                         birth_date=dt.date.fromisoformat(r["birth_date"]),
+                                         birth_rank=int(r["birth_rank"]))  # fmt: skip
+            assert found is not None
+            assert (found.first_name, found.family_name, found.nir or "") == (
+                r["first_name"],
+                r["family_name"],
+                r["beneficiary_nir"] if r["relationship"] != "child" else "",
+            )
+
+
+def test_an_internal_error_is_recorded_and_applies_nothing(
+    ready: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select
+
+    from rempart.registry import importer
+    from rempart.registry.models import ImportRecord
+
+    def broken(self: importer._Run, prepared: list) -> None:  # type: ignore[type-arg]
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(importer._Run, "apply", broken)
+    with pytest.raises(RuntimeError):
+        run_import(ready, write_feed(tmp_path / "a.csv", families(2)))
+    assert counts(ready) == (0, 0, 0)
+    with ready.session() as session:
+        record = session.scalars(select(ImportRecord)).one()
+        assert record.status == "rejected"

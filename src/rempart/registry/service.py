@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from rempart.coverage.schedule import Schedule, canonical_json, parse_schedule, schedule_digest
@@ -439,6 +439,10 @@ def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str) -> i
     noise without the key); an older backup restored later is just as unreadable, since
     the KEK it would need no longer exists anywhere the platform can reach."""
     insurer = get_insurer(session, amc_number)
+    # Wait for any import of this insurer to finish, and keep new ones out until we commit.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('rempart-import'), hashtext(:amc))"), {"amc": amc_number}
+    )
     count = session.query(Beneficiary).filter(Beneficiary.insurer_id == insurer.id).count()
     session.execute(
         update(Beneficiary)
