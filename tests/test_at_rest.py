@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from rempart.cli.main import _pg_tool
-from rempart.db.server import libpq_url
+from rempart.db.server import check_server_version, libpq_url, pg_tool
 from rempart.platform import Platform
 from rempart.registry import synthetic
 from rempart.registry.seed import seed
@@ -33,7 +32,12 @@ def test_dump_after_seed_and_import_holds_no_personal_data_in_clear(platform: Pl
     assert run_import(platform, write_feed(tmp_path / "extra.csv", extra)).status == "applied"
 
     dump = subprocess.run(
-        [_pg_tool("pg_dump"), "--format=plain", "--no-owner", libpq_url(platform.url)],
+        [
+            pg_tool("pg_dump", check_server_version(platform.url)),
+            "--format=plain",
+            "--no-owner",
+            libpq_url(platform.url),
+        ],
         check=True,
         capture_output=True,
         text=True,

