@@ -50,6 +50,28 @@ def encrypt(key: DataKey, table: str, column: str, row_id: str, plaintext: str) 
     return _HEADER.pack(FORMAT_V1, key.id) + nonce + key.aead.encrypt(nonce, plaintext.encode(), aad)
 
 
+_PREFIXES: dict[tuple[str, str], bytes] = {}
+
+
+def encrypt_row(key: DataKey, table: str, row_id: str, values: list[tuple[str, str | None]]) -> list[bytes | None]:
+    """`encrypt` for several columns of one row at once (same format, same associated data),
+    with one call for all nonces: imports seal millions of rows."""
+    suffix = f"|{row_id}|{key.id}".encode()
+    head = _HEADER.pack(FORMAT_V1, key.id)
+    nonces = os.urandom(_NONCE_BYTES * len(values))
+    out: list[bytes | None] = []
+    for i, (column, value) in enumerate(values):
+        if value is None:
+            out.append(None)
+            continue
+        prefix = _PREFIXES.get((table, column))
+        if prefix is None:
+            prefix = _PREFIXES[(table, column)] = f"rempart/v1|{table}|{column}".encode()
+        nonce = nonces[i * _NONCE_BYTES : (i + 1) * _NONCE_BYTES]
+        out.append(head + nonce + key.aead.encrypt(nonce, value.encode(), prefix + suffix))
+    return out
+
+
 def key_id_of(ciphertext: bytes) -> int:
     version, dek_id = _HEADER.unpack_from(ciphertext)
     if version != FORMAT_V1:

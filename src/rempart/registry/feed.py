@@ -230,6 +230,34 @@ def parse_record(start: int, lines: list[str], layout: FeedLayout) -> list[str] 
     return fields
 
 
+def parse_records(items: list[tuple[int, list[str]]], layout: FeedLayout) -> list[list[str] | Problem | None]:
+    """`parse_record` for a whole block: one CSV parser over every single-line record (the
+    common case), falling back to record by record when a record spans lines or is malformed."""
+    if all(len(lines) == 1 for _, lines in items):
+        try:
+            records = list(csv.reader([lines[0] for _, lines in items], delimiter=layout.delimiter, strict=True))
+        except csv.Error:
+            records = []
+        if len(records) == len(items):
+            width = len(layout.columns)
+            out: list[list[str] | Problem | None] = []
+            for (start, _), fields in zip(items, records, strict=True):
+                if not fields or all(not cell.strip() for cell in fields):
+                    out.append(None)
+                elif len(fields) != width:
+                    out.append(
+                        Problem(
+                            start,
+                            "(line)",
+                            f"{len(fields)} fields where the header has {width} (truncated or shifted row?)",
+                        )
+                    )
+                else:
+                    out.append(fields)
+            return out
+    return [parse_record(start, lines, layout) for start, lines in items]
+
+
 def split_records(lines: Iterable[str], layout: FeedLayout) -> Iterator[tuple[int, list[str] | Problem]]:
     """Parse CSV records after the header; yields (line number, fields or a structural problem)."""
     for item in group_records(lines, layout.delimiter):

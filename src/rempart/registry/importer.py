@@ -45,7 +45,7 @@ from rempart.registry.feed import (
     Problem,
     decoded_lines,
     group_records,
-    parse_record,
+    parse_records,
     read_header,
     validate_row,
 )
@@ -154,12 +154,14 @@ def prepare_block(block: Block) -> list[Prepared | list[Problem]]:
     ids = _new_ids(2 * len(block))
     members: dict[str, tuple[uuid.UUID, int, str]] = {}
     out: list[Prepared | list[Problem]] = []
+    grouped = [item for item in block if not isinstance(item, Problem)]
+    parsed = iter(parse_records(grouped, context.layout))
     for n, item in enumerate(block):
         if isinstance(item, Problem):
             out.append([item])
             continue
-        line, lines = item
-        record = parse_record(line, lines, context.layout)
+        line = item[0]
+        record = next(parsed)
         if record is None:
             continue  # blank line
         if isinstance(record, Problem):

@@ -68,12 +68,15 @@ def member_number_index(index: IndexKeys, member_number: str) -> int:
 
 
 def seal_member(key: DataKey, index: IndexKeys, member_id: uuid.UUID, row: FeedRow) -> SealedMember:
-    rid = str(member_id)
+    number_ct, nir_ct = fields.encrypt_row(
+        key, MEMBERS, str(member_id), [("member_number", row.member_number), ("member_nir", row.member_nir)]
+    )
+    assert number_ct is not None and nir_ct is not None
     return SealedMember(
         id=member_id,
         dek_id=key.id,
-        member_number_ct=fields.encrypt(key, MEMBERS, "member_number", rid, row.member_number),
-        member_nir_ct=fields.encrypt(key, MEMBERS, "member_nir", rid, row.member_nir),
+        member_number_ct=number_ct,
+        member_nir_ct=nir_ct,
         number_bidx=member_number_index(index, row.member_number),
     )
 
@@ -81,19 +84,28 @@ def seal_member(key: DataKey, index: IndexKeys, member_id: uuid.UUID, row: FeedR
 def seal_beneficiary(
     key: DataKey, index: IndexKeys, amc_number: str, beneficiary_id: uuid.UUID, row: FeedRow
 ) -> SealedBeneficiary:
-    rid = str(beneficiary_id)
-
-    def enc(column: str, value: str | None) -> bytes | None:
-        return None if value is None else fields.encrypt(key, BENEFICIARIES, column, rid, value)
-
+    birth_date = row.birth_date.isoformat()
+    nir_ct, family_ct, first_ct, birth_name_ct, birth_date_ct = fields.encrypt_row(
+        key,
+        BENEFICIARIES,
+        str(beneficiary_id),
+        [
+            ("nir", row.beneficiary_nir),
+            ("family_name", row.family_name),
+            ("first_name", row.first_name),
+            ("birth_name", row.birth_name),
+            ("birth_date", birth_date),
+        ],
+    )
+    assert family_ct is not None and first_ct is not None and birth_date_ct is not None
     return SealedBeneficiary(
         id=beneficiary_id,
         dek_id=key.id,
-        nir_ct=enc("nir", row.beneficiary_nir),
-        family_name_ct=fields.encrypt(key, BENEFICIARIES, "family_name", rid, row.family_name),
-        first_name_ct=fields.encrypt(key, BENEFICIARIES, "first_name", rid, row.first_name),
-        birth_name_ct=enc("birth_name", row.birth_name),
-        birth_date_ct=fields.encrypt(key, BENEFICIARIES, "birth_date", rid, row.birth_date.isoformat()),
+        nir_ct=nir_ct,
+        family_name_ct=family_ct,
+        first_name_ct=first_ct,
+        birth_name_ct=birth_name_ct,
+        birth_date_ct=birth_date_ct,
         nir_bidx=nir_index(index, row.beneficiary_nir, row.birth_date) if row.beneficiary_nir else None,
         card_bidx=card_index(index, amc_number, row.member_number, row.birth_date, row.birth_rank),
         member_nir_bidx=member_nir_index(index, row.member_nir, row.birth_date, row.birth_rank),
