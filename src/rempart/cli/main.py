@@ -442,7 +442,9 @@ def serve(
             from rempart.registry.seed import seed as run_seed
 
             summary = run_seed(p, seed_value=2024, families=families, professionals=professionals)
-            if not summary.already_seeded:
+            if summary.already_seeded:
+                console.print(f"reusing the registry already in {settings.data_dir}")
+            else:
                 console.print(f"seeded {summary.beneficiaries} beneficiaries across {summary.insurers} insurers")
         bind_host, bind_port = host or settings.http_host, port or settings.http_port
         out.print(f"Rempart is serving on http://localhost:{bind_port}  (health: /healthz; Ctrl-C stops)")
