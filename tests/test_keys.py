@@ -214,3 +214,21 @@ def test_losing_the_keyring_loses_the_data(loaded: tuple[Platform, list[dict[str
             )
     finally:
         blind.close()
+
+
+def test_reindex_resizes_blind_indexes_and_lookups_still_work(
+    loaded: tuple[Platform, list[dict[str, str]]],
+) -> None:
+    platform, rows = loaded
+    with platform.session() as session:
+        before = session.scalars(select(Beneficiary.card_bidx).order_by(Beneficiary.id)).all()
+        assert rekey.reindex_insurer(session, platform.keystore, amc_number=AMC_A, expected_population=40) == 40
+        insurer = service.get_insurer(session, AMC_A)
+        assert insurer.index_bits == 4  # 40 people: about 3 candidates per lookup
+        after = session.scalars(select(Beneficiary.card_bidx).order_by(Beneficiary.id)).all()
+    assert before != after and max(v for v in after if v is not None) < 16
+    assert all(everyone(platform, rows))
+    with platform.session() as session:
+        twins = service.find_by_member_nir(session, platform.keystore, member_nir=rows[0]["member_nir"],
+                                           birth_date=dt.date(2018, 2, 9), birth_rank=2)  # fmt: skip
+        assert [t.first_name for t in twins] == ["Hugo"]

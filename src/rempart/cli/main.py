@@ -166,6 +166,22 @@ def insurer_list() -> None:
         out.print(table)
 
 
+@insurer_app.command("reindex")
+def insurer_reindex(
+    amc: Annotated[str, typer.Argument(help="AMC number.")],
+    expected_population: Annotated[int, typer.Option(min=1, help="The insurer's population now expected.")],
+) -> None:
+    """Re-size an insurer's blind indexes when `insurer list` says they no longer fit."""
+    from rempart.registry import rekey
+
+    with platform() as p, p.session() as session:
+        try:
+            done = rekey.reindex_insurer(session, p.keystore, amc_number=amc, expected_population=expected_population)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    console.print(f"insurer {amc}: {done} beneficiaries re-indexed")
+
+
 @insurer_app.command("shred")
 def insurer_shred(
     amc: Annotated[str, typer.Argument(help="AMC number of the insurer to crypto-shred.")],

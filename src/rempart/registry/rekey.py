@@ -7,6 +7,7 @@ batch (`SKIP LOCKED`), so it runs beside normal traffic and can be stopped and r
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from sqlalchemy import select, text
@@ -108,3 +109,93 @@ def key_status(session: Session) -> list[tuple[str, str, int, int, str]]:
 
 
 __all__ = ["key_status", "retire_unused", "rewrap", "rows_under"]
+
+
+def reindex_insurer(
+    session: Session,
+    keystore: Keystore,
+    *,
+    amc_number: str,
+    expected_population: int,
+    batch_rows: int = 2000,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Re-size an insurer's blind indexes for a new expected population (CipherSweet's rule
+    drifts when the real population differs from the declared one). One transaction, under
+    the import lock: lookups see either the old indexes or the new ones, never a mix."""
+    from rempart.crypto.blind_index import bits_for_population
+    from rempart.crypto.keystore import kek_name_for_insurer
+    from rempart.registry import sealing
+    from rempart.registry.models import INSURER_ACTIVE, Insurer
+
+    insurer = session.scalars(select(Insurer).where(Insurer.amc_number == amc_number)).one_or_none()
+    if insurer is None or insurer.status != INSURER_ACTIVE:
+        raise ValueError(f"no active insurer with AMC number {amc_number}")
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('rempart-import'), hashtext(:amc))"), {"amc": amc_number}
+    )
+    bits = bits_for_population(expected_population)
+    index = keystore.index_keys(session, kek_name_for_insurer(amc_number), bits)
+
+    def opened(table: str, column: str, row_id: object, dek_id: int, ct: bytes | None) -> str | None:
+        if ct is None:
+            return None
+        return fields.decrypt(keystore.field_key(session, dek_id), table, column, str(row_id), ct)
+
+    done = 0
+    after = "00000000-0000-0000-0000-000000000000"
+    while True:
+        members = session.execute(
+            text(
+                "SELECT id, dek_id, member_number_ct FROM members WHERE insurer_id = :i AND id > CAST(:after AS uuid)"
+                " ORDER BY id LIMIT :n"
+            ),
+            {"i": insurer.id, "after": after, "n": batch_rows},
+        ).all()
+        if not members:
+            break
+        updates = []
+        for member_id, dek_id, number_ct in members:
+            number = opened(sealing.MEMBERS, "member_number", member_id, dek_id, number_ct)
+            assert number is not None
+            updates.append({"id": member_id, "bidx": sealing.member_number_index(index, number)})
+        session.execute(text("UPDATE members SET number_bidx = :bidx WHERE id = :id"), updates)
+        after = str(members[-1][0])
+    after = "00000000-0000-0000-0000-000000000000"
+    while True:
+        rows = session.execute(
+            text(
+                "SELECT b.id, b.dek_id, b.nir_ct, b.birth_date_ct, b.birth_rank, m.id, m.dek_id, m.member_number_ct,"
+                " m.member_nir_ct FROM beneficiaries b JOIN members m ON m.id = b.member_id"
+                " WHERE b.insurer_id = :i AND b.id > CAST(:after AS uuid) ORDER BY b.id LIMIT :n"
+            ),
+            {"i": insurer.id, "after": after, "n": batch_rows},
+        ).all()
+        if not rows:
+            break
+        updates = []
+        for bid, dek_id, nir_ct, birth_ct, rank, member_id, member_dek, number_ct, member_nir_ct in rows:
+            birth = dt.date.fromisoformat(opened(sealing.BENEFICIARIES, "birth_date", bid, dek_id, birth_ct) or "")
+            nir = opened(sealing.BENEFICIARIES, "nir", bid, dek_id, nir_ct)
+            number = opened(sealing.MEMBERS, "member_number", member_id, member_dek, number_ct) or ""
+            member_nir = opened(sealing.MEMBERS, "member_nir", member_id, member_dek, member_nir_ct) or ""
+            updates.append(
+                {
+                    "id": bid,
+                    "card": sealing.card_index(index, amc_number, number, birth, rank),
+                    "nir": sealing.nir_index(index, nir, birth) if nir else None,
+                    "mnir": sealing.member_nir_index(index, member_nir, birth, rank),
+                }
+            )
+        session.execute(
+            text("UPDATE beneficiaries SET card_bidx = :card, nir_bidx = :nir, member_nir_bidx = :mnir WHERE id = :id"),
+            updates,
+        )
+        after = str(rows[-1][0])
+        done += len(rows)
+        if on_progress:
+            on_progress(len(rows))
+    insurer.index_bits = bits
+    insurer.expected_population = expected_population
+    session.commit()
+    return done
