@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from rempart.platform import Platform
 from rempart.registry import service, synthetic
 from rempart.registry.importer import ImportOptions, import_beneficiaries
-from rempart.registry.models import Insurer
+from rempart.registry.models import ImportRecord, Insurer, Professional
 
 
 @dataclass
@@ -38,12 +38,25 @@ def seed(
 ) -> SeedSummary:
     today = today or dt.date.today()
     summary = SeedSummary()
+    insurers = synthetic.generate_insurers(seed_value, families)
+    wanted = {insurer.amc_number for insurer in insurers}
     with platform.session() as session:
-        if session.scalar(select(func.count()).select_from(Insurer)):
+        present = set(session.scalars(select(Insurer.amc_number)))
+        done = set(
+            session.scalars(
+                select(Insurer.amc_number)
+                .join(ImportRecord, ImportRecord.insurer_id == Insurer.id)
+                .where(ImportRecord.actor == "seed", ImportRecord.status == "applied")
+            )
+        )
+        professionals_done = bool(session.scalar(select(func.count()).select_from(Professional)))
+        # Real data, or a complete seed: leave the registry alone. A seed cut short resumes.
+        if present - wanted or (done >= wanted and professionals_done):
             summary.already_seeded = True
             return summary
-        insurers = synthetic.generate_insurers(seed_value, families)
         for insurer in insurers:
+            if insurer.amc_number in done:
+                continue
             service.register_insurer(
                 session,
                 platform.keystore,
@@ -66,7 +79,11 @@ def seed(
     work_dir = platform.settings.data_dir / "tmp"
     work_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(work_dir, 0o700)
+    for stale in work_dir.glob("*.csv"):  # a feed left behind by a seed that was killed
+        stale.unlink()
     for insurer in insurers:
+        if insurer.amc_number in done:
+            continue
         canaries: list[tuple[str, dt.date, int]] = []
         # The feed exists in clear only for the time of its import, in a private folder.
         with tempfile.NamedTemporaryFile(
@@ -118,6 +135,8 @@ def seed(
             on_progress(insurer.amc_number, result.inserted, len(canaries))
 
     establishments, pros = synthetic.generate_professionals(seed_value, professionals)
+    if professionals_done:
+        return summary
     with platform.session() as session:
         service.ensure_platform_keys(session, platform.keystore)
         by_finess = {}
