@@ -34,6 +34,7 @@ def seed(
     families: int,
     professionals: int,
     today: dt.date | None = None,
+    canary_share: float = 0.002,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> SeedSummary:
     today = today or dt.date.today()
@@ -91,7 +92,9 @@ def seed(
         ) as handle:
             writer = csv.DictWriter(handle, fieldnames=synthetic.FEED_COLUMNS)
             writer.writeheader()
-            for row, is_canary in synthetic.generate_feed_rows(seed_value, insurer, today=today):
+            for row, is_canary in synthetic.generate_feed_rows(
+                seed_value, insurer, today=today, canary_share=canary_share
+            ):
                 writer.writerow(row)
                 if is_canary:
                     canaries.append(
