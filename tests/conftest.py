@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -59,9 +59,33 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
-    yield _with_database(server_url, name)
+    url = _with_database(server_url, name)
+    yield url
+    with psycopg.connect(libpq_url(url)) as conn:  # tenant roles are server-wide: drop this test's own
+        roles = [r for (r,) in conn.execute("SELECT role_name FROM tenant_roles").fetchall()]
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def scratch_database(server_url: str) -> Iterator[Callable[[], str]]:
+    """Makes empty databases on the test server (for restores), dropped after the test."""
+    admin = libpq_url(server_url)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"rempart_scratch_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append(name)
+        return _with_database(server_url, name)
+
+    yield make
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def make_settings(database_url: str, data_dir: Path) -> Settings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,24 +94,14 @@ def test_schedule_errors_name_the_field(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def test_backup_and_restore_commands(
-    cli: CliRunner, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, tmp_path: Path, scratch_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uuid
-
-    import psycopg
-
-    from rempart.db.server import libpq_url
-
     cli.invoke(app, ["insurer", "add", AMC_A, "--name", "Mutuelle A", "--siren", SIREN_A, "--expected-population", "9"])
     backup = cli.invoke(app, ["db", "backup", str(tmp_path / "backup")])
     assert backup.exit_code == 0, backup.output
     assert oct((tmp_path / "backup" / "rempart.dump").stat().st_mode & 0o777) == "0o600"
 
-    empty = f"rempart_cli_restore_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{empty}"')
-    head, _, query = database_url.partition("?")
-    monkeypatch.setenv("REMPART_DATABASE_URL", head.rsplit("/", 1)[0] + f"/{empty}" + (f"?{query}" if query else ""))
+    monkeypatch.setenv("REMPART_DATABASE_URL", scratch_database())
     get_settings.cache_clear()
     restored = cli.invoke(app, ["db", "restore", str(tmp_path / "backup")])
     assert restored.exit_code == 0, restored.output

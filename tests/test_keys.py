@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import select, text
 
@@ -132,28 +131,14 @@ def _dump(platform: Platform, path: Path) -> None:
     )
 
 
-def _restore_into_new_database(platform: Platform, dump: Path) -> str:
-    name = f"rempart_restore_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(platform.url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = platform.url.partition("?")
-    url = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
-    subprocess.run(
-        [
-            pg_tool("pg_restore", check_server_version(platform.url)),
-            "--no-owner",
-            "--exit-on-error",
-            f"--dbname={libpq_url(url)}",
-            str(dump),
-        ],
-        check=True,
-    )
+def _restore(platform: Platform, dump: Path, url: str) -> str:
+    restore = pg_tool("pg_restore", check_server_version(platform.url))
+    subprocess.run([restore, "--no-owner", "--exit-on-error", f"--dbname={libpq_url(url)}", str(dump)], check=True)
     return url
 
 
 def test_backup_with_keyring_restores_everything_on_a_fresh_data_dir(
-    loaded: tuple[Platform, list[dict[str, str]]], tmp_path: Path
+    loaded: tuple[Platform, list[dict[str, str]]], tmp_path: Path, scratch_database: Callable[[], str]
 ) -> None:
     platform, rows = loaded
     dump = tmp_path / "backup" / "rempart.dump"
@@ -162,7 +147,7 @@ def test_backup_with_keyring_restores_everything_on_a_fresh_data_dir(
     fresh = tmp_path / "fresh"
     (fresh / "keys").mkdir(parents=True)
     shutil.copy2(platform.settings.resolved_keyring_path, fresh / "keys" / "keyring.json")
-    url = _restore_into_new_database(platform, dump)
+    url = _restore(platform, dump, scratch_database())
     settings = platform.settings.model_copy(update={"database_url": url, "data_dir": fresh, "keyring_path": None})
     restored = open_platform(settings)
     try:
@@ -173,7 +158,7 @@ def test_backup_with_keyring_restores_everything_on_a_fresh_data_dir(
 
 
 def test_older_backup_restored_after_shred_stays_unreadable(
-    loaded: tuple[Platform, list[dict[str, str]]], tmp_path: Path
+    loaded: tuple[Platform, list[dict[str, str]]], tmp_path: Path, scratch_database: Callable[[], str]
 ) -> None:
     platform, rows = loaded
     dump = tmp_path / "before-shred.dump"
@@ -181,7 +166,7 @@ def test_older_backup_restored_after_shred_stays_unreadable(
     with platform.session() as session:
         service.shred_insurer(session, platform.keystore, amc_number=AMC_A)
         session.commit()
-    url = _restore_into_new_database(platform, dump)
+    url = _restore(platform, dump, scratch_database())
     settings = platform.settings.model_copy(update={"database_url": url})
     restored = open_platform(settings)  # same (current) keyring: the KEK is gone from it
     try:

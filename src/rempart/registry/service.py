@@ -19,6 +19,7 @@ from rempart.coverage.schedule import Schedule, canonical_json, parse_schedule, 
 from rempart.crypto import blind_index, fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore, kek_name_for_insurer
 from rempart.db.base import utcnow
+from rempart.identity import tenancy
 from rempart.registry import identifiers, sealing
 from rempart.registry.models import (
     INSURER_ACTIVE,
@@ -74,6 +75,7 @@ def register_insurer(
     session.add(insurer)
     session.flush()
     keystore.create_owner_keys(session, kek_name=kek_name_for_insurer(amc), insurer_id=insurer.id)
+    tenancy.ensure_tenant_role(session, insurer_id=insurer.id)
     return insurer
 
 
