@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench-import clean
+.PHONY: install demo test browser lint typecheck bench-import clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ demo: install
 	$(BIN)/rempart serve --demo
 
 ## make test: lint, type-check and run every test
-test: install lint typecheck
+test: install browser lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -55,6 +55,10 @@ def test_demo_serves_health_on_a_fresh_data_dir_and_stops_cleanly(tmp_path: Path
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert f"http://localhost:{port}" in output
+    # Invitation links for the four demo accounts, each a fragment-borne single-use token.
+    links = [line for line in output.splitlines() if f"http://localhost:{port}/enrol#" in line]
+    assert len(links) == 4, output
+    assert any("pharmacien" in line for line in links) and any("sécurité" in line for line in links)
     pgdata = tmp_path / "var" / "pg"
     assert (pgdata / "PG_VERSION").exists()
     assert not (pgdata / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"

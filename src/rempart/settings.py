@@ -30,11 +30,26 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
+    # Passkeys: the relying party is the portal's host; assertions made for any other origin
+    # (a look-alike phishing site relaying the ceremony) are refused.
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "Rempart"
+    public_origin: str | None = Field(
+        default=None, description="The portal's origin as browsers see it; default http://localhost:<http_port>."
+    )
+    session_idle_minutes: int = Field(default=15, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    invitation_hours: int = Field(default=48, ge=1, le=168)
+
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
     import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")
     full_import_max_closing_share: float = Field(
         default=0.10, gt=0, le=1, description="A --full feed may close at most this share without --force."
     )
+
+    @property
+    def portal_origin(self) -> str:
+        return self.public_origin or f"http://localhost:{self.http_port}"
 
     @property
     def pgdata_dir(self) -> Path:

@@ -3,32 +3,54 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from rempart import __version__
+from rempart import __version__, portal
 from rempart.platform import Platform
+from rempart.portal.routes import build_router
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 HOME = """<!doctype html>
 <html lang="fr"><head><meta charset="utf-8"><title>Rempart</title></head>
 <body><main><h1>Rempart</h1>
 <p>Plateforme de tiers payant pour l'assurance maladie complémentaire.</p>
-<p>Les services aux professionnels de santé et aux organismes arrivent bientôt.</p>
+<p><a href="/login">Se connecter avec une clé d'accès</a></p>
 </main></body></html>"""
 
 
 def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="Rempart", version=__version__, docs_url="/docs", redoc_url=None)
 
+    origin = platform.settings.portal_origin
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        # CSRF: a state-changing request must come from the portal's own origin (the session
+        # cookie is SameSite=Strict as well).
+        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin:
+            response: Response = JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+        else:
+            response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
         return response
+
+    app.include_router(build_router(platform))
+    app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> str:

@@ -406,6 +406,44 @@ def keys_status() -> None:
 # -- population and serving ---------------------------------------------------------------------
 
 
+@app.command("invite")
+def invite(
+    role: Annotated[
+        str, typer.Argument(help="professional, establishment_admin, insurer_staff, platform_operator, ...")
+    ],
+    rpps: Annotated[str | None, typer.Option(help="For a professional: their RPPS or ADELI.")] = None,
+    finess: Annotated[str | None, typer.Option(help="The establishment (FINESS) the account acts for.")] = None,
+    insurer: Annotated[str | None, typer.Option(help="For insurer staff: the insurer's AMC number.")] = None,
+) -> None:
+    """Issue a single-use invitation link that enrols a passkey for a new account (operator console)."""
+    from sqlalchemy import select
+
+    from rempart.identity import service as identity
+    from rempart.registry import service as registry
+    from rempart.registry.models import Establishment
+
+    with platform() as p, p.session() as session:
+        spec: dict[str, Any] = {"role": role}
+        try:
+            if rpps:
+                found = registry.find_professional(session, p.keystore, identifier=rpps)
+                if found is None:
+                    raise fail("no professional with that identifier")
+                spec["professional_id"] = found.id
+            if finess:
+                establishment = session.scalars(select(Establishment).where(Establishment.finess == finess)).first()
+                if establishment is None:
+                    raise fail("no establishment with that FINESS")
+                spec["establishment_id"] = establishment.id
+            if insurer:
+                spec["insurer_id"] = registry.get_insurer(session, insurer).id
+            token = identity.issue_invitation(session, p.settings, **spec)
+        except (identity.InvitationError, registry.RegistryError) as exc:
+            raise fail(str(exc)) from None
+        session.commit()
+        out.print(identity.invitation_link(p.settings, token), soft_wrap=True)
+
+
 @app.command("seed")
 def seed_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same population.")] = 2024,
@@ -464,6 +502,15 @@ def serve(
                 console.print(f"seeded {summary.beneficiaries} beneficiaries across {summary.insurers} insurers")
         bind_host, bind_port = host or settings.http_host, port or settings.http_port
         out.print(f"Rempart is serving on http://localhost:{bind_port}  (health: /healthz; Ctrl-C stops)")
+        if demo:
+            from rempart.identity.service import demo_invitations
+
+            with p.session() as session:
+                links = demo_invitations(session, settings)
+                session.commit()
+            out.print(f"Single-use invitations (valid {settings.invitation_hours} h), each enrols a passkey:")
+            for who, link in links:
+                out.print(f"  {who}: {link}", soft_wrap=True)
         uvicorn.run(create_app(p), host=bind_host, port=bind_port, log_level="warning")
     finally:
         p.close()

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    String,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from rempart.db.base import Base, Timestamped
+from rempart.db.base import Base, Timestamped, new_id
 
 
 class TenantRole(Base, Timestamped):
@@ -21,3 +34,111 @@ class TenantRole(Base, Timestamped):
 
     role_name: Mapped[str] = mapped_column(String(63), primary_key=True)
     insurer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("insurers.id"), unique=True)
+
+
+ROLES = (
+    "professional",
+    "establishment_admin",
+    "insurer_staff",
+    "platform_operator",
+    "security_officer",
+    "dpo",
+)
+
+
+class Account(Base, Timestamped):
+    """Someone who can log in. No password column exists: every way in ends in a passkey or a
+    federated login. Holds no name: what is shown is the role and what it is bound to."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('professional', 'establishment_admin', 'insurer_staff', 'platform_operator',"
+            " 'security_officer', 'dpo')",
+            name="role",
+        ),
+        CheckConstraint("role <> 'insurer_staff' OR insurer_id IS NOT NULL", name="staff_tenant"),
+        CheckConstraint("role <> 'professional' OR professional_id IS NOT NULL", name="professional"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    role: Mapped[str] = mapped_column(String(30))
+    professional_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("professionals.id"))
+    establishment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("establishments.id"))
+    insurer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("insurers.id"))
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Passkey(Base, Timestamped):
+    __tablename__ = "passkeys"
+    __table_args__ = (Index("ix_passkeys_account", "account_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    backup_eligible: Mapped[bool]
+    backup_state: Mapped[bool]
+    name: Mapped[str] = mapped_column(String(60))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginSession(Base, Timestamped):
+    """A server-side session. The cookie holds a 256-bit random token; only its hash is stored."""
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (Index("ix_login_sessions_account", "account_id"),)
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    passkey_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("passkeys.id"))
+    method: Mapped[str] = mapped_column(String(20))
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    step_up_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Invitation(Base, Timestamped):
+    """A single-use, short-lived link to enrol a passkey for a new account (only its hash is kept)."""
+
+    __tablename__ = "invitations"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    role: Mapped[str] = mapped_column(String(30))
+    professional_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("professionals.id"))
+    establishment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("establishments.id"))
+    insurer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("insurers.id"))
+    issued_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+
+
+class Ceremony(Base, Timestamped):
+    """A WebAuthn challenge waiting for its answer (single use, five minutes)."""
+
+    __tablename__ = "webauthn_ceremonies"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    challenge: Mapped[bytes] = mapped_column(LargeBinary)
+    invitation_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    user_handle: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SecurityEvent(Base):
+    """What happened to an account, shown to its holder (logins, failures, passkeys, sessions)."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (Index("ix_security_events_account", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -1,0 +1,405 @@
+"""Identity use cases: invitations, passkey enrolment and login, sessions.
+
+There is no password anywhere. An account comes into being only by registering a passkey
+from a single-use invitation; a session comes only from a passkey assertion verified
+against this platform's RP ID and origin (so an assertion relayed from a look-alike site
+fails). Failures all give the same `AuthenticationFailed`, whatever went wrong, so nothing
+can be learnt about which accounts or credentials exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import base64url_to_bytes
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from rempart.db.base import utcnow
+from rempart.identity.models import (
+    ROLES,
+    Account,
+    Ceremony,
+    Invitation,
+    LoginSession,
+    Passkey,
+    SecurityEvent,
+)
+from rempart.settings import Settings
+
+CEREMONY_SECONDS = 300
+TOKEN_BYTES = 32  # 256-bit tokens for sessions, invitations and ceremonies
+
+
+class AuthenticationFailed(Exception):
+    """The one answer to every failed ceremony: it says nothing about why."""
+
+    def __init__(self) -> None:
+        super().__init__("authentication failed")
+
+
+class InvitationError(ValueError):
+    pass
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def record_event(session: Session, account_id: uuid.UUID | None, kind: str, **detail: Any) -> None:
+    session.add(SecurityEvent(account_id=account_id, kind=kind, detail=detail))
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+
+def issue_invitation(
+    session: Session,
+    settings: Settings,
+    *,
+    role: str,
+    professional_id: uuid.UUID | None = None,
+    establishment_id: uuid.UUID | None = None,
+    insurer_id: uuid.UUID | None = None,
+    issued_by: uuid.UUID | None = None,
+) -> str:
+    """A single-use invitation token; the link is `<origin>/enrol#<token>` (a fragment never
+    reaches server logs or Referer headers)."""
+    if role not in ROLES:
+        raise InvitationError(f"unknown role {role!r}")
+    if role == "professional" and professional_id is None:
+        raise InvitationError("a professional's invitation names the professional")
+    if role == "insurer_staff" and insurer_id is None:
+        raise InvitationError("an insurer staff invitation names the insurer")
+    token = _new_token()
+    session.add(
+        Invitation(
+            token_hash=_hash(token),
+            role=role,
+            professional_id=professional_id,
+            establishment_id=establishment_id,
+            insurer_id=insurer_id,
+            issued_by=issued_by,
+            expires_at=utcnow() + dt.timedelta(hours=settings.invitation_hours),
+        )
+    )
+    session.flush()
+    return token
+
+
+def invitation_link(settings: Settings, token: str) -> str:
+    return f"{settings.portal_origin}/enrol#{token}"
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+def begin_registration(session: Session, settings: Settings, *, invitation_token: str) -> tuple[str, str]:
+    """Start enrolling a passkey from an invitation: returns (ceremony token, options JSON)."""
+    invitation = session.get(Invitation, _hash(invitation_token))
+    if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
+        raise AuthenticationFailed
+    user_id = uuid.uuid4()
+    options = generate_registration_options(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name,
+        user_id=user_id.bytes,
+        user_name=f"{invitation.role}-{user_id.hex[:8]}",
+        user_display_name=f"Rempart · {invitation.role}",
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    ceremony = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(ceremony),
+            kind="register",
+            challenge=options.challenge,
+            invitation_hash=invitation.token_hash,
+            # The WebAuthn user handle becomes the account's id.
+            user_handle=user_id.bytes,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+        )
+    )
+    session.flush()
+    return ceremony, options_to_json(options)
+
+
+def _take_ceremony(session: Session, token: str | None, kind: str) -> Ceremony:
+    if not token:
+        raise AuthenticationFailed
+    ceremony = session.get(Ceremony, _hash(token), with_for_update=True)
+    if ceremony is None or ceremony.kind != kind or ceremony.used_at is not None or ceremony.expires_at <= utcnow():
+        raise AuthenticationFailed
+    ceremony.used_at = utcnow()
+    return ceremony
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    account_id: uuid.UUID
+
+
+def finish_registration(
+    session: Session, settings: Settings, *, ceremony_token: str | None, credential: str, passkey_name: str
+) -> NewSession:
+    ceremony = _take_ceremony(session, ceremony_token, "register")
+    assert ceremony.invitation_hash is not None and ceremony.user_handle is not None
+    invitation = session.get(Invitation, ceremony.invitation_hash, with_for_update=True)
+    if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
+        raise AuthenticationFailed
+    try:
+        verified = verify_registration_response(
+            credential=credential,
+            expected_challenge=ceremony.challenge,
+            expected_rp_id=settings.webauthn_rp_id,
+            expected_origin=settings.portal_origin,
+            require_user_verification=True,
+        )
+    except (InvalidRegistrationResponse, ValueError, KeyError):
+        record_event(session, None, "passkey_registration_refused")
+        raise AuthenticationFailed from None
+    account = Account(
+        id=uuid.UUID(bytes=ceremony.user_handle),
+        role=invitation.role,
+        professional_id=invitation.professional_id,
+        establishment_id=invitation.establishment_id,
+        insurer_id=invitation.insurer_id,
+    )
+    session.add(account)
+    session.flush()
+    passkey = Passkey(
+        account_id=account.id,
+        credential_id=verified.credential_id,
+        public_key=verified.credential_public_key,
+        sign_count=verified.sign_count,
+        backup_eligible=verified.credential_device_type == "multi_device",
+        backup_state=verified.credential_backed_up,
+        name=(passkey_name.strip() or "Passkey")[:60],
+    )
+    session.add(passkey)
+    invitation.used_at = utcnow()
+    invitation.account_id = account.id
+    session.flush()
+    record_event(session, account.id, "passkey_added", passkey=str(passkey.id), name=passkey.name)
+    return _open_session(session, settings, account, passkey, method="passkey")
+
+
+# -- login -----------------------------------------------------------------------------------
+
+
+def begin_login(session: Session, settings: Settings) -> tuple[str, str]:
+    """Options for a discoverable-credential login (no user name asked: nothing to enumerate)."""
+    options = generate_authentication_options(
+        rp_id=settings.webauthn_rp_id,
+        user_verification=UserVerificationRequirement.REQUIRED,
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    ceremony = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(ceremony),
+            kind="login",
+            challenge=options.challenge,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+        )
+    )
+    session.flush()
+    return ceremony, options_to_json(options)
+
+
+def finish_login(session: Session, settings: Settings, *, ceremony_token: str | None, credential: str) -> NewSession:
+    ceremony = _take_ceremony(session, ceremony_token, "login")
+    try:
+        raw_id = json.loads(credential)["rawId"]
+        credential_id = base64url_to_bytes(raw_id)
+    except (ValueError, KeyError, TypeError):
+        raise AuthenticationFailed from None
+    passkey = session.scalars(select(Passkey).where(Passkey.credential_id == credential_id)).one_or_none()
+    if passkey is None or passkey.revoked_at is not None:
+        record_event(session, None, "login_failed")
+        raise AuthenticationFailed
+    account = session.get_one(Account, passkey.account_id)
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=ceremony.challenge,
+            expected_rp_id=settings.webauthn_rp_id,
+            expected_origin=settings.portal_origin,
+            credential_public_key=passkey.public_key,
+            credential_current_sign_count=passkey.sign_count,
+            require_user_verification=True,
+        )
+    except (InvalidAuthenticationResponse, ValueError, KeyError):
+        record_event(session, account.id, "login_failed", passkey=str(passkey.id))
+        raise AuthenticationFailed from None
+    if account.disabled_at is not None:
+        record_event(session, account.id, "login_failed", reason="account disabled")
+        raise AuthenticationFailed
+    # A signature counter that goes backwards means a cloned authenticator (synced passkeys
+    # report 0 and are exempt).
+    if verified.new_sign_count and verified.new_sign_count <= passkey.sign_count:
+        record_event(session, account.id, "passkey_clone_suspected", passkey=str(passkey.id))
+        raise AuthenticationFailed
+    passkey.sign_count = verified.new_sign_count
+    passkey.backup_state = verified.credential_backed_up
+    passkey.last_used_at = utcnow()
+    return _open_session(session, settings, account, passkey, method="passkey")
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+def _open_session(
+    session: Session, settings: Settings, account: Account, passkey: Passkey | None, *, method: str
+) -> NewSession:
+    token = _new_token()
+    now = utcnow()
+    session.add(
+        LoginSession(
+            token_hash=_hash(token),
+            account_id=account.id,
+            passkey_id=passkey.id if passkey else None,
+            method=method,
+            last_seen_at=now,
+            expires_at=now + dt.timedelta(hours=settings.session_absolute_hours),
+            step_up_at=now,
+        )
+    )
+    record_event(session, account.id, "login", method=method)
+    session.flush()
+    return NewSession(token, account.id)
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    account_id: uuid.UUID
+    role: str
+    professional_id: uuid.UUID | None
+    establishment_id: uuid.UUID | None
+    insurer_id: uuid.UUID | None
+    session_started: dt.datetime
+    step_up_at: dt.datetime | None
+
+
+def authenticate(
+    session: Session, settings: Settings, *, token: str | None, now: dt.datetime | None = None
+) -> CurrentUser | None:
+    """The account behind a session cookie, or None (expired idle or absolute, revoked, disabled)."""
+    if not token:
+        return None
+    now = now or utcnow()
+    row = session.get(LoginSession, _hash(token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    if now - row.last_seen_at > dt.timedelta(minutes=settings.session_idle_minutes):
+        row.revoked_at = now
+        record_event(session, row.account_id, "session_expired", reason="idle")
+        return None
+    account = session.get_one(Account, row.account_id)
+    if account.disabled_at is not None:
+        return None
+    row.last_seen_at = now
+    return CurrentUser(
+        account.id, account.role, account.professional_id, account.establishment_id, account.insurer_id,
+        row.created_at, row.step_up_at,
+    )  # fmt: skip
+
+
+def logout(session: Session, *, token: str | None) -> None:
+    if token and (row := session.get(LoginSession, _hash(token))) is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        record_event(session, row.account_id, "logout")
+
+
+def revoke_all_sessions(session: Session, *, account_id: uuid.UUID, by: uuid.UUID | None = None) -> int:
+    result = session.execute(
+        update(LoginSession)
+        .where(LoginSession.account_id == account_id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    record_event(session, account_id, "sessions_revoked", by=str(by) if by else None)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def disable_account(session: Session, *, account_id: uuid.UUID, by: uuid.UUID | None = None) -> None:
+    session.get_one(Account, account_id).disabled_at = utcnow()
+    revoke_all_sessions(session, account_id=account_id, by=by)
+    record_event(session, account_id, "account_disabled", by=str(by) if by else None)
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    role: str
+    passkeys: list[tuple[str, str, dt.datetime, dt.datetime | None]]  # id, name, created, last used
+    events: list[tuple[str, dt.datetime]]
+
+
+def account_page(session: Session, *, account_id: uuid.UUID) -> AccountPage:
+    account = session.get_one(Account, account_id)
+    passkeys = session.scalars(
+        select(Passkey)
+        .where(Passkey.account_id == account_id, Passkey.revoked_at.is_(None))
+        .order_by(Passkey.created_at)
+    ).all()
+    events = session.scalars(
+        select(SecurityEvent).where(SecurityEvent.account_id == account_id).order_by(SecurityEvent.at.desc()).limit(20)
+    ).all()
+    return AccountPage(
+        account.role,
+        [(str(p.id), p.name, p.created_at, p.last_used_at) for p in passkeys],
+        [(e.kind, e.at) for e in events],
+    )
+
+
+def demo_invitations(session: Session, settings: Settings) -> list[tuple[str, str]]:
+    """Fresh single-use invitations for the demo: a pharmacist, the administrator of that
+    pharmacy, staff of the first insurer, and a security officer. Returns (who, link)."""
+    from rempart.registry.models import Insurer, Practice, Professional
+
+    pharmacist = session.execute(
+        select(Professional.id, Practice.establishment_id)
+        .join(Practice, Practice.professional_id == Professional.id)
+        .where(Professional.profession == "pharmacist")
+        .order_by(Professional.created_at, Professional.id)
+        .limit(1)
+    ).first()
+    insurer = session.scalars(select(Insurer).order_by(Insurer.amc_number).limit(1)).first()
+    wanted: list[tuple[str, dict[str, Any]]] = []
+    if pharmacist is not None:
+        wanted.append(("pharmacien(ne)", {"role": "professional", "professional_id": pharmacist[0],
+                                          "establishment_id": pharmacist[1]}))  # fmt: skip
+        wanted.append(
+            ("administrateur de la pharmacie", {"role": "establishment_admin", "establishment_id": pharmacist[1]})
+        )
+    if insurer is not None:
+        wanted.append((f"personnel de {insurer.name}", {"role": "insurer_staff", "insurer_id": insurer.id}))
+    wanted.append(("officier de sécurité", {"role": "security_officer"}))
+    return [(who, invitation_link(settings, issue_invitation(session, settings, **spec))) for who, spec in wanted]

@@ -1,0 +1,132 @@
+"""Portal pages and the passkey ceremony endpoints. Thin: parse, call identity.service, render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from rempart.identity import service
+from rempart.platform import Platform
+
+SESSION_COOKIE = "rempart_session"
+CEREMONY_COOKIE = "rempart_ceremony"
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+class RegisterOptionsIn(BaseModel):
+    invitation: str = Field(min_length=20, max_length=100)
+
+
+class RegisterIn(BaseModel):
+    credential: dict[str, Any]
+    name: str = Field(default="Clé d'accès", max_length=60)
+
+
+class LoginIn(BaseModel):
+    credential: dict[str, Any]
+
+
+def build_router(platform: Platform) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    settings = platform.settings
+
+    def db() -> Iterator[Session]:
+        with platform.session() as session:
+            yield session
+
+    def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="strict", path="/")
+
+    def failed() -> HTTPException:
+        return HTTPException(status_code=400, detail="authentication failed")
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request) -> Response:
+        return TEMPLATES.TemplateResponse(request, "login.html", {"title": "Connexion"})
+
+    @router.get("/enrol", response_class=HTMLResponse)
+    def enrol_page(request: Request) -> Response:
+        return TEMPLATES.TemplateResponse(request, "enrol.html", {"title": "Activer mon compte"})
+
+    @router.post("/auth/register/options")
+    def register_options(body: RegisterOptionsIn, session: Session = Depends(db)) -> Response:
+        try:
+            ceremony, options = service.begin_registration(session, settings, invitation_token=body.invitation)
+        except service.AuthenticationFailed:
+            raise failed() from None
+        session.commit()
+        response = Response(options, media_type="application/json")
+        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
+        return response
+
+    @router.post("/auth/register/verify")
+    def register_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
+        try:
+            created = service.finish_registration(
+                session,
+                settings,
+                ceremony_token=request.cookies.get(CEREMONY_COOKIE),
+                credential=json.dumps(body.credential),
+                passkey_name=body.name,
+            )
+        except service.AuthenticationFailed:
+            session.commit()  # keep the ceremony spent and the failure recorded
+            raise failed() from None
+        session.commit()
+        return _logged_in(created.token)
+
+    @router.post("/auth/login/options")
+    def login_options(session: Session = Depends(db)) -> Response:
+        ceremony, options = service.begin_login(session, settings)
+        session.commit()
+        response = Response(options, media_type="application/json")
+        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
+        return response
+
+    @router.post("/auth/login/verify")
+    def login_verify(body: LoginIn, request: Request, session: Session = Depends(db)) -> Response:
+        try:
+            created = service.finish_login(
+                session,
+                settings,
+                ceremony_token=request.cookies.get(CEREMONY_COOKIE),
+                credential=json.dumps(body.credential),
+            )
+        except service.AuthenticationFailed:
+            session.commit()
+            raise failed() from None
+        session.commit()
+        return _logged_in(created.token)
+
+    def _logged_in(token: str) -> Response:
+        response = JSONResponse({"redirect": "/account"})
+        set_cookie(response, SESSION_COOKIE, token, settings.session_absolute_hours * 3600)
+        response.delete_cookie(CEREMONY_COOKIE, path="/")
+        return response
+
+    @router.post("/auth/logout")
+    def logout(request: Request, session: Session = Depends(db)) -> Response:
+        service.logout(session, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        response = JSONResponse({"redirect": "/login"})
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @router.get("/account", response_class=HTMLResponse)
+    def account(request: Request, session: Session = Depends(db)) -> Response:
+        user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        page = service.account_page(session, account_id=user.account_id)
+        return TEMPLATES.TemplateResponse(request, "account.html", {"title": "Mon compte", "page": page})
+
+    return router

@@ -1,0 +1,99 @@
+// Passkey ceremonies for the portal. No inline script anywhere: the CSP forbids it.
+"use strict";
+
+const b64url = {
+  decode(text) {
+    const base64 = text.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(text.length / 4) * 4, "=");
+    return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)).buffer;
+  },
+  encode(buffer) {
+    const bytes = new Uint8Array(buffer);
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+};
+
+function creationOptions(json) {
+  if (PublicKeyCredential.parseCreationOptionsFromJSON) return PublicKeyCredential.parseCreationOptionsFromJSON(json);
+  return {
+    ...json,
+    challenge: b64url.decode(json.challenge),
+    user: { ...json.user, id: b64url.decode(json.user.id) },
+    excludeCredentials: (json.excludeCredentials || []).map((c) => ({ ...c, id: b64url.decode(c.id) })),
+  };
+}
+
+function requestOptions(json) {
+  if (PublicKeyCredential.parseRequestOptionsFromJSON) return PublicKeyCredential.parseRequestOptionsFromJSON(json);
+  return {
+    ...json,
+    challenge: b64url.decode(json.challenge),
+    allowCredentials: (json.allowCredentials || []).map((c) => ({ ...c, id: b64url.decode(c.id) })),
+  };
+}
+
+function credentialJSON(credential) {
+  if (credential.toJSON) return credential.toJSON();
+  const r = credential.response;
+  const response = { clientDataJSON: b64url.encode(r.clientDataJSON) };
+  if (r.attestationObject) response.attestationObject = b64url.encode(r.attestationObject);
+  if (r.authenticatorData) response.authenticatorData = b64url.encode(r.authenticatorData);
+  if (r.signature) response.signature = b64url.encode(r.signature);
+  if (r.userHandle) response.userHandle = b64url.encode(r.userHandle);
+  return { id: credential.id, rawId: b64url.encode(credential.rawId), type: credential.type, response,
+           clientExtensionResults: credential.getClientExtensionResults() };
+}
+
+async function post(path, body) {
+  const reply = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  const data = await reply.json().catch(() => ({}));
+  if (!reply.ok) throw new Error(data.detail || "Échec");
+  return data;
+}
+
+function say(text) {
+  document.getElementById("status").textContent = text;
+}
+
+async function enrol() {
+  const token = location.hash.slice(1);
+  history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  try {
+    const options = await post("/auth/register/options", { invitation: token });
+    const credential = await navigator.credentials.create({ publicKey: creationOptions(options) });
+    const name = document.getElementById("passkey-name").value;
+    const done = await post("/auth/register/verify", { credential: credentialJSON(credential), name });
+    location.assign(done.redirect);
+  } catch (error) {
+    say("L'enregistrement de la clé n'a pas abouti. Demandez une nouvelle invitation si elle a expiré.");
+  }
+}
+
+async function login() {
+  try {
+    const options = await post("/auth/login/options");
+    const credential = await navigator.credentials.get({ publicKey: requestOptions(options) });
+    const done = await post("/auth/login/verify", { credential: credentialJSON(credential) });
+    location.assign(done.redirect);
+  } catch (error) {
+    say("Connexion refusée.");
+  }
+}
+
+async function logout() {
+  await post("/auth/logout").catch(() => {});
+  location.assign("/login");
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const bind = (id, handler) => { const el = document.getElementById(id); if (el) el.addEventListener("click", handler); };
+  bind("enrol", enrol);
+  bind("login", login);
+  bind("logout", logout);
+});

@@ -1,0 +1,176 @@
+"""Passkeys end to end in a real browser (Debian's Chromium driven by Playwright, with
+Chromium's virtual authenticator), and a real-time phishing relay that fails.
+
+ASVS 5.0 V6 (authentication): V6.2/V6.3 no password path, phishing-resistant authenticator;
+V6.4 single-use, short-lived enrolment (invitations). V7 (sessions): V7.2 new token at login,
+V7.4 logout invalidates the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import func, select
+
+from rempart.api.app import create_app
+from rempart.identity import service
+from rempart.identity.models import Account, LoginSession, SecurityEvent
+from rempart.platform import Platform, open_platform
+from rempart.settings import Settings
+
+from portal_server import BROWSER_ARGS, free_port, serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+@pytest.fixture
+def portal(settings: Settings) -> Iterator[tuple[Platform, str]]:
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    platform = open_platform(settings.model_copy(update={"public_origin": origin, "webauthn_rp_id": "localhost"}))
+    with serve(create_app(platform), port):
+        yield platform, origin
+    platform.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        yield launched
+        launched.close()
+
+
+def with_authenticator(page: Page) -> Any:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+            }
+        },
+    )
+    return cdp
+
+
+def invite(platform: Platform, role: str = "security_officer") -> str:
+    with platform.session() as session:
+        token = service.issue_invitation(session, platform.settings, role=role)
+        session.commit()
+    return token
+
+
+def count(platform: Platform, model: Any) -> int:
+    with platform.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_v6_enrol_with_a_passkey_then_log_out_and_in(portal: tuple[Platform, str], browser: Browser) -> None:
+    platform, origin = portal
+    token = invite(platform)
+    page = browser.new_context().new_page()
+    with_authenticator(page)
+    page.goto(f"{origin}/enrol#{token}")
+    page.fill("#passkey-name", "Clé du comptoir")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    assert "Clé du comptoir" in page.inner_text("#passkeys")
+    assert "security_officer" in page.inner_text("#role")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "rempart_session")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    first_session = cookie["value"]
+
+    page.click("#logout")
+    page.wait_for_url(f"{origin}/login")
+    page.goto(f"{origin}/account")
+    page.wait_for_url(f"{origin}/login")  # the old session is gone
+
+    page.click("#login")
+    page.wait_for_url(f"{origin}/account")
+    events = page.inner_text("#events")
+    assert "login" in events and "logout" in events and "passkey_added" in events
+    second = next(c for c in page.context.cookies() if c["name"] == "rempart_session")["value"]
+    assert second != first_session  # a new token at every login
+    assert count(platform, Account) == 1
+
+    # The invitation was single use.
+    other = browser.new_context().new_page()
+    with_authenticator(other)
+    other.goto(f"{origin}/enrol#{token}")
+    other.click("#enrol")
+    other.wait_for_function("document.getElementById('status').textContent.length > 0")
+    assert count(platform, Account) == 1
+
+
+def phishing_relay(target: str) -> FastAPI:
+    """A look-alike site relaying the whole ceremony to the real portal in real time,
+    forging the Origin header towards the portal as a proxy would."""
+    app = FastAPI()
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def relay(path: str, request: Request) -> Response:
+        headers = {"content-type": request.headers.get("content-type", "application/json"), "origin": target}
+        if "cookie" in request.headers:
+            headers["cookie"] = request.headers["cookie"]
+        async with httpx.AsyncClient() as client:
+            reply = await client.request(
+                request.method, f"{target}/{path}", content=await request.body(), headers=headers
+            )
+        response = Response(reply.content, status_code=reply.status_code, media_type=reply.headers.get("content-type"))
+        for value in reply.headers.get_list("set-cookie"):
+            response.headers.append("set-cookie", value)
+        return response
+
+    return app
+
+
+def test_v6_an_assertion_relayed_from_a_phishing_origin_is_refused(
+    portal: tuple[Platform, str], browser: Browser
+) -> None:
+    platform, origin = portal
+    page = browser.new_context().new_page()
+    cdp = with_authenticator(page)
+    page.goto(f"{origin}/enrol#{invite(platform)}")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    sessions_before = count(platform, LoginSession)
+    failures_before = _failures(platform)
+
+    # 1. A look-alike domain: the browser will not even produce an assertion for our RP ID.
+    relay_port = free_port()
+    with serve(phishing_relay(origin), relay_port):
+        page.goto(f"http://rempart-login.localhost:{relay_port}/login")
+        page.click("#login")
+        page.wait_for_function("document.getElementById('status').textContent.length > 0")
+    assert "refusée" in page.inner_text("#status")
+    assert _failures(platform) == failures_before  # nothing reached the platform
+
+    # 2. Another origin the browser does accept for this RP ID (same host, another port): the
+    #    assertion is made and relayed in real time, and the platform refuses it for its origin.
+    relay_port = free_port()
+    with serve(phishing_relay(origin), relay_port):
+        page.goto(f"http://localhost:{relay_port}/login")
+        page.click("#login")
+        page.wait_for_function("document.getElementById('status').textContent.length > 0")
+    assert "refusée" in page.inner_text("#status")
+    assert _failures(platform) == failures_before + 1  # the assertion reached us, and was refused
+    assert count(platform, LoginSession) == sessions_before  # no session for the attacker
+    assert cdp is not None
+
+
+def _failures(platform: Platform) -> int:
+    with platform.session() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(SecurityEvent).where(SecurityEvent.kind == "login_failed"))
+            or 0
+        )

@@ -1,0 +1,140 @@
+"""Sessions and portal hardening.
+
+ASVS 5.0 V7 (session management): V7.3 idle (15 min) and absolute (12 h) timeouts,
+V7.4 termination on logout, revocation and account disabling. V3/V4 (web frontend and API
+security): security headers, CSRF defence by origin check plus SameSite=Strict cookies."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from rempart.api.app import create_app
+from rempart.db.base import utcnow
+from rempart.identity import service
+from rempart.identity.models import Account, LoginSession
+from rempart.platform import Platform, open_platform
+from rempart.settings import Settings
+
+from portal_server import free_port, serve
+
+pytestmark = pytest.mark.integration
+
+
+def logged_in(platform: Platform) -> tuple[str, Account]:
+    """A session opened the way a passkey login opens one (the ceremony itself is covered by the
+    browser tests)."""
+    with platform.session() as session:
+        account = Account(role="security_officer")
+        session.add(account)
+        session.flush()
+        created = service._open_session(session, platform.settings, account, None, method="passkey")
+        session.commit()
+        return created.token, account
+
+
+def test_v7_idle_timeout(platform: Platform) -> None:
+    token, _ = logged_in(platform)
+    with platform.session() as session:
+        assert service.authenticate(session, platform.settings, token=token, now=utcnow() + dt.timedelta(minutes=14))
+        session.commit()
+    with platform.session() as session:
+        later = utcnow() + dt.timedelta(minutes=14 + 16)
+        assert service.authenticate(session, platform.settings, token=token, now=later) is None
+        session.commit()
+    with platform.session() as session:  # and it stays dead
+        assert service.authenticate(session, platform.settings, token=token) is None
+
+
+def test_v7_absolute_timeout_even_when_active(platform: Platform) -> None:
+    token, _ = logged_in(platform)
+    now = utcnow()
+    for minutes in range(10, 12 * 60, 10):  # active every ten minutes...
+        with platform.session() as session:
+            assert service.authenticate(
+                session, platform.settings, token=token, now=now + dt.timedelta(minutes=minutes)
+            )
+            session.commit()
+    with platform.session() as session:  # ...but not beyond twelve hours
+        assert (
+            service.authenticate(session, platform.settings, token=token, now=now + dt.timedelta(hours=12, minutes=5))
+            is None
+        )
+
+
+def test_v7_revocation_and_disabling_take_effect_on_the_next_request(platform: Platform) -> None:
+    first, account = logged_in(platform)
+    with platform.session() as session:
+        second = service._open_session(session, platform.settings, session.get_one(Account, account.id), None,
+                                       method="passkey").token  # fmt: skip
+        session.commit()
+    with platform.session() as session:
+        assert service.revoke_all_sessions(session, account_id=account.id) == 2
+        session.commit()
+    with platform.session() as session:
+        assert service.authenticate(session, platform.settings, token=first) is None
+        assert service.authenticate(session, platform.settings, token=second) is None
+    third, _ = logged_in(platform)
+    with platform.session() as session:
+        account_id = session.get_one(LoginSession, service._hash(third)).account_id
+        service.disable_account(session, account_id=account_id)
+        session.commit()
+    with platform.session() as session:
+        assert service.authenticate(session, platform.settings, token=third) is None
+
+
+def test_tokens_are_256_bit_and_stored_hashed(platform: Platform) -> None:
+    token, _ = logged_in(platform)
+    assert len(token) >= 43  # 32 random bytes, base64url
+    with platform.session() as session:
+        assert session.get(LoginSession, service._hash(token)) is not None
+        assert session.get(LoginSession, token.encode()) is None
+
+
+@pytest.fixture
+def portal(settings: Settings) -> Iterator[tuple[Platform, str]]:
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
+    with serve(create_app(platform), port):
+        yield platform, f"http://127.0.0.1:{port}"
+    platform.close()
+
+
+def test_v3_security_headers_on_every_page(portal: tuple[Platform, str]) -> None:
+    _, base = portal
+    for path in ("/", "/login", "/enrol", "/healthz"):
+        headers = httpx.get(base + path).headers
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert headers["strict-transport-security"].startswith("max-age=")
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
+
+
+def test_v3_cross_origin_posts_are_refused(portal: tuple[Platform, str]) -> None:
+    platform, base = portal
+    for origin in (None, "http://evil.example", "http://localhost:1"):
+        headers = {"origin": origin} if origin else {}
+        reply = httpx.post(base + "/auth/login/options", headers=headers)
+        assert reply.status_code == 403
+    ok = httpx.post(base + "/auth/login/options", headers={"origin": platform.settings.portal_origin})
+    assert ok.status_code == 200 and "challenge" in ok.json()
+
+
+def test_v6_failures_say_nothing_about_why(portal: tuple[Platform, str]) -> None:
+    platform, base = portal
+    origin = {"origin": platform.settings.portal_origin}
+    unknown = httpx.post(base + "/auth/register/options", json={"invitation": "x" * 43}, headers=origin)
+    with platform.session() as session:
+        token = service.issue_invitation(session, platform.settings, role="dpo")
+        session.get_one(service.Invitation, service._hash(token)).expires_at = utcnow() - dt.timedelta(seconds=1)
+        session.commit()
+    expired = httpx.post(base + "/auth/register/options", json={"invitation": token}, headers=origin)
+    bogus_login = httpx.post(base + "/auth/login/verify", json={"credential": {"rawId": "AAAA"}}, headers=origin)
+    assert unknown.status_code == expired.status_code == bogus_login.status_code == 400
+    assert unknown.json() == expired.json() == bogus_login.json() == {"detail": "authentication failed"}
