@@ -7,16 +7,18 @@ V7.4 logout invalidates the session."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from playwright.sync_api import Browser, Page, sync_playwright
-from sqlalchemy import func, select
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import func, select, update
 
 from rempart.api.app import create_app
+from rempart.db.base import utcnow
 from rempart.identity import service
 from rempart.identity.models import Account, LoginSession, SecurityEvent
 from rempart.platform import Platform, open_platform
@@ -48,7 +50,7 @@ def browser() -> Iterator[Browser]:
 def with_authenticator(page: Page) -> Any:
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
-    cdp.send(
+    cdp.authenticator_id = cdp.send(
         "WebAuthn.addVirtualAuthenticator",
         {
             "options": {
@@ -59,7 +61,7 @@ def with_authenticator(page: Page) -> Any:
                 "isUserVerified": True,
             }
         },
-    )
+    )["authenticatorId"]
     return cdp
 
 
@@ -108,7 +110,7 @@ def test_v6_enrol_with_a_passkey_then_log_out_and_in(portal: tuple[Platform, str
     with_authenticator(other)
     other.goto(f"{origin}/enrol#{token}")
     other.click("#enrol")
-    other.wait_for_function("document.getElementById('status').textContent.length > 0")
+    expect(other.locator("#status")).not_to_be_empty()
     assert count(platform, Account) == 1
 
 
@@ -151,7 +153,7 @@ def test_v6_an_assertion_relayed_from_a_phishing_origin_is_refused(
     with serve(phishing_relay(origin), relay_port):
         page.goto(f"http://rempart-login.localhost:{relay_port}/login")
         page.click("#login")
-        page.wait_for_function("document.getElementById('status').textContent.length > 0")
+        expect(page.locator("#status")).not_to_be_empty()
     assert "refusée" in page.inner_text("#status")
     assert _failures(platform) == failures_before  # nothing reached the platform
 
@@ -161,7 +163,7 @@ def test_v6_an_assertion_relayed_from_a_phishing_origin_is_refused(
     with serve(phishing_relay(origin), relay_port):
         page.goto(f"http://localhost:{relay_port}/login")
         page.click("#login")
-        page.wait_for_function("document.getElementById('status').textContent.length > 0")
+        expect(page.locator("#status")).not_to_be_empty()
     assert "refusée" in page.inner_text("#status")
     assert _failures(platform) == failures_before + 1  # the assertion reached us, and was refused
     assert count(platform, LoginSession) == sessions_before  # no session for the attacker
@@ -174,3 +176,33 @@ def _failures(platform: Platform) -> int:
             session.scalar(select(func.count()).select_from(SecurityEvent).where(SecurityEvent.kind == "login_failed"))
             or 0
         )
+
+
+def test_v6_adding_a_passkey_needs_a_fresh_step_up(portal: tuple[Platform, str], browser: Browser) -> None:
+    platform, origin = portal
+    page = browser.new_context().new_page()
+    cdp = with_authenticator(page)
+    page.goto(f"{origin}/enrol#{invite(platform)}")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    # The login was more than five minutes ago.
+    with platform.session() as session:
+        session.execute(update(LoginSession).values(step_up_at=utcnow() - dt.timedelta(minutes=6)))
+        session.commit()
+    refused = page.request.post(f"{origin}/account/passkeys/options", headers={"origin": origin}, data="{}")
+    assert (refused.status, refused.json()) == (403, {"detail": "step_up_required"})
+    # Confirm with the passkey (step-up), then plug in a new security key for the second passkey.
+    page.evaluate("stepUp()")
+    cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": cdp.authenticator_id})
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {"protocol": "ctap2", "transport": "usb",
+             "hasResidentKey": True, "hasUserVerification": True, "isUserVerified": True}})  # fmt: skip
+    page.fill("#passkey-name", "Clé de secours")
+    page.click("#add-passkey")
+    expect(page.locator("#passkeys li")).to_have_count(2)
+    assert "Clé de secours" in page.inner_text("#passkeys")
+    assert "step_up" in page.inner_text("#events")
+    # Revoke the first one; the last one can never be revoked.
+    page.locator(".revoke-passkey").first.click()
+    expect(page.locator("#passkeys li")).to_have_count(1)
+    page.locator(".revoke-passkey").first.click()
+    expect(page.locator("#status")).to_contain_text("last passkey")

@@ -127,6 +127,7 @@ class Ceremony(Base, Timestamped):
     challenge: Mapped[bytes] = mapped_column(LargeBinary)
     invitation_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     user_handle: Mapped[bytes | None] = mapped_column(LargeBinary)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 

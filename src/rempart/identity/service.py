@@ -30,6 +30,7 @@ from webauthn.helpers import base64url_to_bytes
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
@@ -44,6 +45,7 @@ from rempart.identity.models import (
     Passkey,
     SecurityEvent,
 )
+from rempart.identity.permissions import Forbidden, Permission, allowed, check, requires
 from rempart.settings import Settings
 
 CEREMONY_SECONDS = 300
@@ -175,6 +177,25 @@ def finish_registration(
     invitation = session.get(Invitation, ceremony.invitation_hash, with_for_update=True)
     if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
         raise AuthenticationFailed
+    account = Account(
+        id=uuid.UUID(bytes=ceremony.user_handle),
+        role=invitation.role,
+        professional_id=invitation.professional_id,
+        establishment_id=invitation.establishment_id,
+        insurer_id=invitation.insurer_id,
+    )
+    session.add(account)
+    session.flush()
+    passkey = _register_passkey(session, settings, ceremony, credential, account.id, passkey_name)
+    invitation.used_at = utcnow()
+    invitation.account_id = account.id
+    session.flush()
+    return _open_session(session, settings, account, passkey, method="passkey")
+
+
+def _register_passkey(
+    session: Session, settings: Settings, ceremony: Ceremony, credential: str, account_id: uuid.UUID, name: str
+) -> Passkey:
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -186,30 +207,19 @@ def finish_registration(
     except (InvalidRegistrationResponse, ValueError, KeyError):
         record_event(session, None, "passkey_registration_refused")
         raise AuthenticationFailed from None
-    account = Account(
-        id=uuid.UUID(bytes=ceremony.user_handle),
-        role=invitation.role,
-        professional_id=invitation.professional_id,
-        establishment_id=invitation.establishment_id,
-        insurer_id=invitation.insurer_id,
-    )
-    session.add(account)
-    session.flush()
     passkey = Passkey(
-        account_id=account.id,
+        account_id=account_id,
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
         backup_eligible=verified.credential_device_type == "multi_device",
         backup_state=verified.credential_backed_up,
-        name=(passkey_name.strip() or "Passkey")[:60],
+        name=(name.strip() or "Passkey")[:60],
     )
     session.add(passkey)
-    invitation.used_at = utcnow()
-    invitation.account_id = account.id
     session.flush()
-    record_event(session, account.id, "passkey_added", passkey=str(passkey.id), name=passkey.name)
-    return _open_session(session, settings, account, passkey, method="passkey")
+    record_event(session, account_id, "passkey_added", passkey=str(passkey.id), name=passkey.name)
+    return passkey
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -235,11 +245,11 @@ def begin_login(session: Session, settings: Settings) -> tuple[str, str]:
     return ceremony, options_to_json(options)
 
 
-def finish_login(session: Session, settings: Settings, *, ceremony_token: str | None, credential: str) -> NewSession:
-    ceremony = _take_ceremony(session, ceremony_token, "login")
+def _verify_assertion(
+    session: Session, settings: Settings, ceremony: Ceremony, credential: str
+) -> tuple[Passkey, Account]:
     try:
-        raw_id = json.loads(credential)["rawId"]
-        credential_id = base64url_to_bytes(raw_id)
+        credential_id = base64url_to_bytes(json.loads(credential)["rawId"])
     except (ValueError, KeyError, TypeError):
         raise AuthenticationFailed from None
     passkey = session.scalars(select(Passkey).where(Passkey.credential_id == credential_id)).one_or_none()
@@ -271,7 +281,139 @@ def finish_login(session: Session, settings: Settings, *, ceremony_token: str | 
     passkey.sign_count = verified.new_sign_count
     passkey.backup_state = verified.credential_backed_up
     passkey.last_used_at = utcnow()
+    return passkey, account
+
+
+def finish_login(session: Session, settings: Settings, *, ceremony_token: str | None, credential: str) -> NewSession:
+    ceremony = _take_ceremony(session, ceremony_token, "login")
+    passkey, account = _verify_assertion(session, settings, ceremony, credential)
     return _open_session(session, settings, account, passkey, method="passkey")
+
+
+# -- step-up and passkey management ------------------------------------------------------
+
+
+def _account_passkeys(session: Session, account_id: uuid.UUID) -> list[Passkey]:
+    return list(session.scalars(select(Passkey).where(Passkey.account_id == account_id, Passkey.revoked_at.is_(None))))
+
+
+def begin_step_up(session: Session, settings: Settings, *, actor: CurrentUser) -> tuple[str, str]:
+    """A fresh assertion from one of the actor's own passkeys, for sensitive actions."""
+    options = generate_authentication_options(
+        rp_id=settings.webauthn_rp_id,
+        user_verification=UserVerificationRequirement.REQUIRED,
+        allow_credentials=[
+            PublicKeyCredentialDescriptor(id=p.credential_id) for p in _account_passkeys(session, actor.account_id)
+        ],
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    ceremony = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(ceremony),
+            kind="stepup",
+            challenge=options.challenge,
+            account_id=actor.account_id,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+        )
+    )
+    session.flush()
+    return ceremony, options_to_json(options)
+
+
+def finish_step_up(
+    session: Session, settings: Settings, *, actor: CurrentUser, ceremony_token: str | None, credential: str
+) -> None:
+    ceremony = _take_ceremony(session, ceremony_token, "stepup")
+    if ceremony.account_id != actor.account_id:
+        raise AuthenticationFailed
+    passkey, account = _verify_assertion(session, settings, ceremony, credential)
+    if account.id != actor.account_id:
+        raise AuthenticationFailed
+    row = session.get_one(LoginSession, actor.session_key)
+    row.step_up_at = utcnow()
+    record_event(session, account.id, "step_up", passkey=str(passkey.id))
+
+
+@requires(Permission.OWN_ACCOUNT, step_up=True)
+def begin_add_passkey(session: Session, settings: Settings, *, actor: CurrentUser) -> tuple[str, str]:
+    existing = _account_passkeys(session, actor.account_id)
+    options = generate_registration_options(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name,
+        user_id=actor.account_id.bytes,
+        user_name=f"{actor.role}-{actor.account_id.hex[:8]}",
+        user_display_name=f"Rempart · {actor.role}",
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in existing],
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    ceremony = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(ceremony),
+            kind="add",
+            challenge=options.challenge,
+            account_id=actor.account_id,
+            user_handle=actor.account_id.bytes,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+        )
+    )
+    session.flush()
+    return ceremony, options_to_json(options)
+
+
+@requires(Permission.OWN_ACCOUNT, step_up=True)
+def finish_add_passkey(
+    session: Session, settings: Settings, *, actor: CurrentUser, ceremony_token: str | None, credential: str, name: str
+) -> uuid.UUID:
+    ceremony = _take_ceremony(session, ceremony_token, "add")
+    if ceremony.account_id != actor.account_id:
+        raise AuthenticationFailed
+    passkey = _register_passkey(session, settings, ceremony, credential, actor.account_id, name)
+    return passkey.id
+
+
+@requires(Permission.OWN_ACCOUNT)
+def revoke_passkey(session: Session, *, actor: CurrentUser, passkey_id: uuid.UUID) -> None:
+    passkeys = _account_passkeys(session, actor.account_id)
+    target = next((p for p in passkeys if p.id == passkey_id), None)
+    if target is None:
+        raise Forbidden("not your passkey")
+    if len(passkeys) == 1:
+        raise Forbidden("the last passkey of an account cannot be revoked: add another one first")
+    target.revoked_at = utcnow()
+    record_event(session, actor.account_id, "passkey_revoked", passkey=str(passkey_id), name=target.name)
+
+
+def issue_invitation_as(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: CurrentUser,
+    role: str,
+    professional_id: uuid.UUID | None = None,
+    establishment_id: uuid.UUID | None = None,
+    insurer_id: uuid.UUID | None = None,
+) -> str:
+    """An invitation issued by a person: operators invite anyone; an establishment
+    administrator invites professionals and administrators of their own establishment only.
+    Either way the issuer confirms with a passkey first (step-up)."""
+    if allowed(actor, Permission.INVITE_ANYONE):
+        check(actor, Permission.INVITE_ANYONE, step_up=True)
+    else:
+        check(actor, Permission.INVITE_IN_ESTABLISHMENT, step_up=True)
+        if role not in ("professional", "establishment_admin") or establishment_id != actor.establishment_id:
+            raise Forbidden("an establishment administrator invites for their own establishment only")
+    token = issue_invitation(
+        session, settings, role=role, professional_id=professional_id, establishment_id=establishment_id,
+        insurer_id=insurer_id, issued_by=actor.account_id,
+    )  # fmt: skip
+    record_event(session, actor.account_id, "invitation_issued", role=role)
+    return token
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -307,6 +449,7 @@ class CurrentUser:
     insurer_id: uuid.UUID | None
     session_started: dt.datetime
     step_up_at: dt.datetime | None
+    session_key: bytes
 
 
 def authenticate(
@@ -329,7 +472,7 @@ def authenticate(
     row.last_seen_at = now
     return CurrentUser(
         account.id, account.role, account.professional_id, account.establishment_id, account.insurer_id,
-        row.created_at, row.step_up_at,
+        row.created_at, row.step_up_at, row.token_hash,
     )  # fmt: skip
 
 

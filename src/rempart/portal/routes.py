@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from rempart.identity import service
+from rempart.identity.permissions import Forbidden, StepUpRequired
 from rempart.platform import Platform
 
 SESSION_COOKIE = "rempart_session"
@@ -115,6 +117,84 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/auth/logout")
     def logout(request: Request, session: Session = Depends(db)) -> Response:
         service.logout(session, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        response = JSONResponse({"redirect": "/login"})
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    def current(request: Request, session: Session) -> service.CurrentUser:
+        user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        if user is None:
+            raise HTTPException(status_code=401, detail="not logged in")
+        return user
+
+    def ceremony_reply(ceremony: str, options: str) -> Response:
+        response = Response(options, media_type="application/json")
+        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
+        return response
+
+    @router.post("/auth/step-up/options")
+    def step_up_options(request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        ceremony, options = service.begin_step_up(session, settings, actor=user)
+        session.commit()
+        return ceremony_reply(ceremony, options)
+
+    @router.post("/auth/step-up/verify")
+    def step_up_verify(body: LoginIn, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            service.finish_step_up(
+                session, settings, actor=user, ceremony_token=request.cookies.get(CEREMONY_COOKIE),
+                credential=json.dumps(body.credential),
+            )  # fmt: skip
+        except service.AuthenticationFailed:
+            session.commit()
+            raise failed() from None
+        session.commit()
+        return JSONResponse({"ok": True})
+
+    @router.post("/account/passkeys/options")
+    def add_passkey_options(request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            ceremony, options = service.begin_add_passkey(session, settings, actor=user)
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
+        session.commit()
+        return ceremony_reply(ceremony, options)
+
+    @router.post("/account/passkeys/verify")
+    def add_passkey_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            service.finish_add_passkey(
+                session, settings, actor=user, ceremony_token=request.cookies.get(CEREMONY_COOKIE),
+                credential=json.dumps(body.credential), name=body.name,
+            )  # fmt: skip
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
+        except service.AuthenticationFailed:
+            session.commit()
+            raise failed() from None
+        session.commit()
+        return JSONResponse({"redirect": "/account"})
+
+    @router.post("/account/passkeys/{passkey_id}/revoke")
+    def revoke_passkey(passkey_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            service.revoke_passkey(session, actor=user, passkey_id=passkey_id)
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        session.commit()
+        return JSONResponse({"redirect": "/account"})
+
+    @router.post("/account/sessions/revoke")
+    def revoke_sessions(request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        service.revoke_all_sessions(session, account_id=user.account_id, by=user.account_id)
         session.commit()
         response = JSONResponse({"redirect": "/login"})
         response.delete_cookie(SESSION_COOKIE, path="/")

@@ -86,6 +86,46 @@ async function login() {
   }
 }
 
+async function stepUp() {
+  const options = await post("/auth/step-up/options");
+  const credential = await navigator.credentials.get({ publicKey: requestOptions(options) });
+  await post("/auth/step-up/verify", { credential: credentialJSON(credential) });
+}
+
+async function addPasskey() {
+  try {
+    let options;
+    try {
+      options = await post("/account/passkeys/options");
+    } catch (error) {
+      if (error.message !== "step_up_required") throw error;
+      say("Confirmez d'abord avec une de vos clés d'accès.");
+      await stepUp(); // adding a passkey needs a fresh confirmation
+      options = await post("/account/passkeys/options");
+    }
+    const credential = await navigator.credentials.create({ publicKey: creationOptions(options) });
+    const name = document.getElementById("passkey-name").value;
+    const done = await post("/account/passkeys/verify", { credential: credentialJSON(credential), name });
+    location.assign(done.redirect);
+  } catch (error) {
+    say("La clé n'a pas été ajoutée.");
+  }
+}
+
+async function revokePasskey(event) {
+  try {
+    const done = await post(`/account/passkeys/${event.target.dataset.passkey}/revoke`);
+    location.assign(done.redirect);
+  } catch (error) {
+    say(error.message);
+  }
+}
+
+async function revokeSessions() {
+  const done = await post("/account/sessions/revoke").catch(() => ({ redirect: "/login" }));
+  location.assign(done.redirect);
+}
+
 async function logout() {
   await post("/auth/logout").catch(() => {});
   location.assign("/login");
@@ -96,4 +136,7 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("enrol", enrol);
   bind("login", login);
   bind("logout", logout);
+  bind("add-passkey", addPasskey);
+  bind("revoke-sessions", revokeSessions);
+  for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
 });

@@ -19,18 +19,6 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "webauthn_ceremonies",
-        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
-        sa.Column("kind", sa.String(length=10), nullable=False),
-        sa.Column("challenge", sa.LargeBinary(), nullable=False),
-        sa.Column("invitation_hash", sa.LargeBinary(), nullable=True),
-        sa.Column("user_handle", sa.LargeBinary(), nullable=True),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_webauthn_ceremonies")),
-    )
-    op.create_table(
         "accounts",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("role", sa.String(length=30), nullable=False),
@@ -109,6 +97,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_security_events_account", "security_events", ["account_id", "at"], unique=False)
     op.create_table(
+        "webauthn_ceremonies",
+        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("challenge", sa.LargeBinary(), nullable=False),
+        sa.Column("invitation_hash", sa.LargeBinary(), nullable=True),
+        sa.Column("user_handle", sa.LargeBinary(), nullable=True),
+        sa.Column("account_id", sa.Uuid(), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_webauthn_ceremonies_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_webauthn_ceremonies")),
+    )
+    op.create_table(
         "login_sessions",
         sa.Column("token_hash", sa.LargeBinary(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
@@ -129,10 +133,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_login_sessions_account", table_name="login_sessions")
     op.drop_table("login_sessions")
+    op.drop_table("webauthn_ceremonies")
     op.drop_index("ix_security_events_account", table_name="security_events")
     op.drop_table("security_events")
     op.drop_index("ix_passkeys_account", table_name="passkeys")
     op.drop_table("passkeys")
     op.drop_table("invitations")
     op.drop_table("accounts")
-    op.drop_table("webauthn_ceremonies")
