@@ -206,3 +206,46 @@ def test_v6_adding_a_passkey_needs_a_fresh_step_up(portal: tuple[Platform, str],
     expect(page.locator("#passkeys li")).to_have_count(1)
     page.locator(".revoke-passkey").first.click()
     expect(page.locator("#status")).to_contain_text("last passkey")
+
+
+def test_v6_a_recovery_code_only_registers_a_new_passkey_once_and_alerts(
+    portal: tuple[Platform, str], browser: Browser
+) -> None:
+    platform, origin = portal
+    page = browser.new_context().new_page()
+    with_authenticator(page)
+    page.goto(f"{origin}/enrol#{invite(platform)}")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    page.click("#recovery-codes")
+    expect(page.locator("#codes li")).to_have_count(10)
+    code = page.locator("#codes li").nth(3).inner_text()
+    with platform.session() as session:  # stored only as argon2id hashes
+        from rempart.identity.models import RecoveryCode
+
+        hashes = session.scalars(select(RecoveryCode.secret_hash)).all()
+        assert all(h.startswith("$argon2id$") for h in hashes) and code.split("-", 1)[1] not in str(hashes)
+
+    # The device is lost: a new browser with a new authenticator, and the code.
+    lost = browser.new_context().new_page()
+    with_authenticator(lost)
+    lost.goto(f"{origin}/recover")
+    lost.fill("#recovery-code", code)
+    lost.fill("#passkey-name", "Nouveau téléphone")
+    lost.click("#recover")
+    lost.wait_for_url(f"{origin}/account")
+    assert "Nouveau téléphone" in lost.inner_text("#passkeys")
+    assert "code de secours" in lost.inner_text("#notices")
+    assert "recovery_code_used" in lost.inner_text("#events")
+    with platform.session() as session:
+        account = session.scalars(select(Account)).one()
+        assert account.reduced_limits_until is not None and account.reduced_limits_until > utcnow()
+
+    # The same code a second time: refused.
+    again = browser.new_context().new_page()
+    with_authenticator(again)
+    again.goto(f"{origin}/recover")
+    again.fill("#recovery-code", code)
+    again.click("#recover")
+    expect(again.locator("#status")).to_contain_text("refusé")
+    assert count(platform, Account) == 1

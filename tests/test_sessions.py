@@ -138,3 +138,28 @@ def test_v6_failures_say_nothing_about_why(portal: tuple[Platform, str]) -> None
     bogus_login = httpx.post(base + "/auth/login/verify", json={"credential": {"rawId": "AAAA"}}, headers=origin)
     assert unknown.status_code == expired.status_code == bogus_login.status_code == 400
     assert unknown.json() == expired.json() == bogus_login.json() == {"detail": "authentication failed"}
+
+
+def test_v6_recovery_code_use_alerts_the_establishment_administrator(platform: Platform) -> None:
+    from rempart.identity.models import Notice
+    from rempart.registry import service as registry
+
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+        member = Account(role="establishment_admin", establishment_id=shop.id)
+        admin = Account(role="establishment_admin", establishment_id=shop.id)
+        elsewhere = Account(role="establishment_admin")
+        session.add_all([member, admin, elsewhere])
+        session.flush()
+        actor = service.CurrentUser(member.id, member.role, None, shop.id, None, utcnow(), utcnow(), b"")
+        codes = service.new_recovery_codes(session, actor=actor)
+        assert len(set(codes)) == 10
+        service.begin_recovery(session, platform.settings, code=codes[0])
+        with pytest.raises(service.AuthenticationFailed):
+            service.begin_recovery(session, platform.settings, code=codes[0])
+        with pytest.raises(service.AuthenticationFailed):
+            service.begin_recovery(
+                session, platform.settings, code=codes[1][:-1] + ("A" if codes[1][-1] != "A" else "B")
+            )
+        told = {n.account_id for n in session.query(Notice).all()}
+        assert told == {member.id, admin.id}

@@ -67,6 +67,8 @@ class Account(Base, Timestamped):
     establishment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("establishments.id"))
     insurer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("insurers.id"))
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # After a recovery code is used the account works under reduced limits for a day.
+    reduced_limits_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Passkey(Base, Timestamped):
@@ -143,3 +145,29 @@ class SecurityEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class RecoveryCode(Base, Timestamped):
+    """One of ten single-use recovery codes: `<selector>-<secret>`; the selector finds the row,
+    the secret is checked against its argon2id hash. A code only lets its holder register a
+    new passkey."""
+
+    __tablename__ = "recovery_codes"
+
+    selector: Mapped[str] = mapped_column(String(12), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notice(Base, Timestamped):
+    """A message for an account holder (shown in the portal; mail delivery comes later)."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_account", "account_id"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    text: Mapped[str] = mapped_column(String(500))
+    read_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from webauthn import (
@@ -42,7 +44,9 @@ from rempart.identity.models import (
     Ceremony,
     Invitation,
     LoginSession,
+    Notice,
     Passkey,
+    RecoveryCode,
     SecurityEvent,
 )
 from rempart.identity.permissions import Forbidden, Permission, allowed, check, requires
@@ -546,3 +550,109 @@ def demo_invitations(session: Session, settings: Settings) -> list[tuple[str, st
         wanted.append((f"personnel de {insurer.name}", {"role": "insurer_staff", "insurer_id": insurer.id}))
     wanted.append(("officier de sécurité", {"role": "security_officer"}))
     return [(who, invitation_link(settings, issue_invitation(session, settings, **spec))) for who, spec in wanted]
+
+
+# -- recovery codes ----------------------------------------------------------------------------
+
+RECOVERY_CODES = 10
+REDUCED_LIMITS = dt.timedelta(days=1)
+_hasher = PasswordHasher()  # argon2id, the library's current parameters
+
+
+@requires(Permission.OWN_ACCOUNT, step_up=True)
+def new_recovery_codes(session: Session, *, actor: CurrentUser) -> list[str]:
+    """Ten fresh single-use codes, shown once; the previous set stops working."""
+    session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.account_id == actor.account_id, RecoveryCode.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    codes = []
+    for _ in range(RECOVERY_CODES):
+        selector, secret = secrets.token_hex(6), secrets.token_urlsafe(12)
+        session.add(RecoveryCode(selector=selector, account_id=actor.account_id, secret_hash=_hasher.hash(secret)))
+        codes.append(f"{selector}-{secret}")
+    record_event(session, actor.account_id, "recovery_codes_created")
+    session.flush()
+    return codes
+
+
+def begin_recovery(session: Session, settings: Settings, *, code: str) -> tuple[str, str]:
+    """Spend a recovery code: it opens a passkey registration for its account, nothing else.
+    The holder and their administrator are told, and the account runs under reduced limits
+    for a day."""
+    selector, _, secret = code.strip().partition("-")
+    row = session.get(RecoveryCode, selector, with_for_update=True) if selector else None
+    valid = False
+    if row is not None and row.used_at is None:
+        try:
+            valid = _hasher.verify(row.secret_hash, secret)
+        except (VerifyMismatchError, InvalidHashError):
+            valid = False
+    else:
+        _hasher.hash(secret or "x")  # same work on every path: timing says nothing
+    if not valid or row is None:
+        raise AuthenticationFailed
+    row.used_at = utcnow()
+    account = session.get_one(Account, row.account_id)
+    if account.disabled_at is not None:
+        raise AuthenticationFailed
+    account.reduced_limits_until = utcnow() + REDUCED_LIMITS
+    record_event(session, account.id, "recovery_code_used")
+    text = "Un code de secours de votre compte Rempart vient d'être utilisé pour enregistrer une nouvelle clé."
+    session.add(Notice(account_id=account.id, kind="recovery_code_used", text=text))
+    for admin_id in _administrators_of(session, account):
+        session.add(Notice(account_id=admin_id, kind="recovery_code_used_by_member", text=text))
+    options = generate_registration_options(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name,
+        user_id=account.id.bytes,
+        user_name=f"{account.role}-{account.id.hex[:8]}",
+        user_display_name=f"Rempart · {account.role}",
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    ceremony = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(ceremony),
+            kind="recover",
+            challenge=options.challenge,
+            account_id=account.id,
+            user_handle=account.id.bytes,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+        )
+    )
+    session.flush()
+    return ceremony, options_to_json(options)
+
+
+def finish_recovery(
+    session: Session, settings: Settings, *, ceremony_token: str | None, credential: str, passkey_name: str
+) -> NewSession:
+    ceremony = _take_ceremony(session, ceremony_token, "recover")
+    assert ceremony.account_id is not None
+    passkey = _register_passkey(session, settings, ceremony, credential, ceremony.account_id, passkey_name)
+    return _open_session(session, settings, session.get_one(Account, ceremony.account_id), passkey, method="recovery")
+
+
+def _administrators_of(session: Session, account: Account) -> list[uuid.UUID]:
+    """Who administers this account: its establishment's administrators, else the operators."""
+    if account.establishment_id is not None:
+        query = select(Account.id).where(
+            Account.role == "establishment_admin",
+            Account.establishment_id == account.establishment_id,
+            Account.id != account.id,
+        )
+    else:
+        query = select(Account.id).where(Account.role == "platform_operator", Account.id != account.id)
+    return list(session.scalars(query.where(Account.disabled_at.is_(None))))
+
+
+def notices_for(session: Session, *, account_id: uuid.UUID) -> list[str]:
+    return list(
+        session.scalars(select(Notice.text).where(Notice.account_id == account_id).order_by(Notice.created_at.desc()))
+    )

@@ -32,6 +32,10 @@ class RegisterIn(BaseModel):
     name: str = Field(default="Clé d'accès", max_length=60)
 
 
+class RecoverIn(BaseModel):
+    code: str = Field(min_length=10, max_length=60)
+
+
 class LoginIn(BaseModel):
     credential: dict[str, Any]
 
@@ -200,6 +204,43 @@ def build_router(platform: Platform) -> APIRouter:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
+    @router.get("/recover", response_class=HTMLResponse)
+    def recover_page(request: Request) -> Response:
+        return TEMPLATES.TemplateResponse(request, "recover.html", {"title": "Code de secours"})
+
+    @router.post("/auth/recover/options")
+    def recover_options(body: RecoverIn, session: Session = Depends(db)) -> Response:
+        try:
+            ceremony, options = service.begin_recovery(session, settings, code=body.code)
+        except service.AuthenticationFailed:
+            session.rollback()
+            raise failed() from None
+        session.commit()
+        return ceremony_reply(ceremony, options)
+
+    @router.post("/auth/recover/verify")
+    def recover_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
+        try:
+            created = service.finish_recovery(
+                session, settings, ceremony_token=request.cookies.get(CEREMONY_COOKIE),
+                credential=json.dumps(body.credential), passkey_name=body.name,
+            )  # fmt: skip
+        except service.AuthenticationFailed:
+            session.commit()
+            raise failed() from None
+        session.commit()
+        return _logged_in(created.token)
+
+    @router.post("/account/recovery-codes")
+    def recovery_codes(request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            codes = service.new_recovery_codes(session, actor=user)
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
+        session.commit()
+        return JSONResponse({"codes": codes})
+
     @router.get("/account", response_class=HTMLResponse)
     def account(request: Request, session: Session = Depends(db)) -> Response:
         user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
@@ -207,6 +248,9 @@ def build_router(platform: Platform) -> APIRouter:
         if user is None:
             return RedirectResponse("/login", status_code=303)
         page = service.account_page(session, account_id=user.account_id)
-        return TEMPLATES.TemplateResponse(request, "account.html", {"title": "Mon compte", "page": page})
+        notices = service.notices_for(session, account_id=user.account_id)
+        return TEMPLATES.TemplateResponse(
+            request, "account.html", {"title": "Mon compte", "page": page, "notices": notices}
+        )
 
     return router

@@ -121,6 +121,41 @@ async function revokePasskey(event) {
   }
 }
 
+async function withStepUp(path) {
+  try {
+    return await post(path);
+  } catch (error) {
+    if (error.message !== "step_up_required") throw error;
+    say("Confirmez d'abord avec une de vos clés d'accès.");
+    await stepUp();
+    return post(path);
+  }
+}
+
+async function recoveryCodes() {
+  try {
+    const { codes } = await withStepUp("/account/recovery-codes");
+    const list = document.getElementById("codes");
+    list.replaceChildren(...codes.map((code) => Object.assign(document.createElement("li"), { textContent: code })));
+    say("Notez ces codes maintenant : ils ne seront plus affichés.");
+  } catch (error) {
+    say("Les codes n'ont pas été générés.");
+  }
+}
+
+async function recover() {
+  try {
+    const code = document.getElementById("recovery-code").value;
+    const options = await post("/auth/recover/options", { code });
+    const credential = await navigator.credentials.create({ publicKey: creationOptions(options) });
+    const name = document.getElementById("passkey-name").value;
+    const done = await post("/auth/recover/verify", { credential: credentialJSON(credential), name });
+    location.assign(done.redirect);
+  } catch (error) {
+    say("Code refusé.");
+  }
+}
+
 async function revokeSessions() {
   const done = await post("/account/sessions/revoke").catch(() => ({ redirect: "/login" }));
   location.assign(done.redirect);
@@ -138,5 +173,7 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("logout", logout);
   bind("add-passkey", addPasskey);
   bind("revoke-sessions", revokeSessions);
+  bind("recovery-codes", recoveryCodes);
+  bind("recover", recover);
   for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
 });

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("establishment_id", sa.Uuid(), nullable=True),
         sa.Column("insurer_id", sa.Uuid(), nullable=True),
         sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reduced_limits_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("role <> 'insurer_staff' OR insurer_id IS NOT NULL", name=op.f("ck_accounts_staff_tenant")),
         sa.CheckConstraint(
@@ -68,6 +69,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_invitations")),
     )
     op.create_table(
+        "notices",
+        sa.Column("id", sa.Integer(), sa.Identity(always=False), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("text", sa.String(length=500), nullable=False),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_notices_account_id_accounts")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notices")),
+    )
+    op.create_index("ix_notices_account", "notices", ["account_id"], unique=False)
+    op.create_table(
         "passkeys",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
@@ -85,6 +98,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("credential_id", name=op.f("uq_passkeys_credential_id")),
     )
     op.create_index("ix_passkeys_account", "passkeys", ["account_id"], unique=False)
+    op.create_table(
+        "recovery_codes",
+        sa.Column("selector", sa.String(length=12), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("secret_hash", sa.String(length=200), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_recovery_codes_account_id_accounts")),
+        sa.PrimaryKeyConstraint("selector", name=op.f("pk_recovery_codes")),
+    )
+    op.create_index(op.f("ix_recovery_codes_account_id"), "recovery_codes", ["account_id"], unique=False)
     op.create_table(
         "security_events",
         sa.Column("id", sa.Integer(), sa.Identity(always=False), nullable=False),
@@ -136,7 +160,11 @@ def downgrade() -> None:
     op.drop_table("webauthn_ceremonies")
     op.drop_index("ix_security_events_account", table_name="security_events")
     op.drop_table("security_events")
+    op.drop_index(op.f("ix_recovery_codes_account_id"), table_name="recovery_codes")
+    op.drop_table("recovery_codes")
     op.drop_index("ix_passkeys_account", table_name="passkeys")
     op.drop_table("passkeys")
+    op.drop_index("ix_notices_account", table_name="notices")
+    op.drop_table("notices")
     op.drop_table("invitations")
     op.drop_table("accounts")
