@@ -163,3 +163,24 @@ def test_v6_recovery_code_use_alerts_the_establishment_administrator(platform: P
             )
         told = {n.account_id for n in session.query(Notice).all()}
         assert told == {member.id, admin.id}
+
+
+def test_v6_login_is_rate_limited_before_any_work(portal: tuple[Platform, str]) -> None:
+    from sqlalchemy import func, select
+
+    from rempart.guard.ratelimit import LOGIN
+    from rempart.identity.models import Ceremony
+
+    platform, base = portal
+    origin = {"origin": platform.settings.portal_origin}
+    replies = []
+    with httpx.Client(base_url=base, headers=origin) as client:
+        for _ in range(2 * LOGIN.hits + 5):  # a window may roll over once during the burst
+            replies.append(client.post("/auth/login/options"))
+            if replies[-1].status_code == 429:
+                break
+    statuses = [r.status_code for r in replies]
+    assert statuses[-1] == 429 and int(replies[-1].headers["retry-after"]) >= 1
+    assert LOGIN.hits <= statuses.count(200) <= 2 * LOGIN.hits
+    with platform.session() as session:
+        assert session.scalar(select(func.count()).select_from(Ceremony)) == statuses.count(200)

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from rempart import __version__, portal
+from rempart.guard.ratelimit import RateLimited
 from rempart.platform import Platform
 from rempart.portal.routes import build_router
 
@@ -48,6 +49,12 @@ def create_app(platform: Platform) -> FastAPI:
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.exception_handler(RateLimited)
+    async def too_many(request: Request, exc: RateLimited) -> Response:
+        return JSONResponse(
+            {"detail": "too many requests"}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+        )
 
     app.include_router(build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")

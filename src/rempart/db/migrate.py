@@ -25,5 +25,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 def all_models() -> None:
     """Import every context's models so Base.metadata knows all tables."""
     import rempart.crypto.models
+    import rempart.guard.models
     import rempart.identity.models
     import rempart.registry.models  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from rempart.guard import ratelimit
 from rempart.identity import service
 from rempart.identity.permissions import Forbidden, StepUpRequired
 from rempart.platform import Platform
@@ -48,6 +49,17 @@ def build_router(platform: Platform) -> APIRouter:
         with platform.session() as session:
             yield session
 
+    def limited(limit: ratelimit.Limit) -> Callable[[Request], None]:
+        def check(request: Request) -> None:
+            with platform.session() as session:
+                ratelimit.hit(session, limit, request.client.host if request.client else "unknown")
+
+        return check
+
+    login_limit = Depends(limited(ratelimit.LOGIN))
+    enrol_limit = Depends(limited(ratelimit.ENROL))
+    recovery_limit = Depends(limited(ratelimit.RECOVERY))
+
     def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="strict", path="/")
 
@@ -62,7 +74,7 @@ def build_router(platform: Platform) -> APIRouter:
     def enrol_page(request: Request) -> Response:
         return TEMPLATES.TemplateResponse(request, "enrol.html", {"title": "Activer mon compte"})
 
-    @router.post("/auth/register/options")
+    @router.post("/auth/register/options", dependencies=[enrol_limit])
     def register_options(body: RegisterOptionsIn, session: Session = Depends(db)) -> Response:
         try:
             ceremony, options = service.begin_registration(session, settings, invitation_token=body.invitation)
@@ -73,7 +85,7 @@ def build_router(platform: Platform) -> APIRouter:
         set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
         return response
 
-    @router.post("/auth/register/verify")
+    @router.post("/auth/register/verify", dependencies=[enrol_limit])
     def register_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
         try:
             created = service.finish_registration(
@@ -89,7 +101,7 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return _logged_in(created.token)
 
-    @router.post("/auth/login/options")
+    @router.post("/auth/login/options", dependencies=[login_limit])
     def login_options(session: Session = Depends(db)) -> Response:
         ceremony, options = service.begin_login(session, settings)
         session.commit()
@@ -97,7 +109,7 @@ def build_router(platform: Platform) -> APIRouter:
         set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
         return response
 
-    @router.post("/auth/login/verify")
+    @router.post("/auth/login/verify", dependencies=[login_limit])
     def login_verify(body: LoginIn, request: Request, session: Session = Depends(db)) -> Response:
         try:
             created = service.finish_login(
@@ -208,7 +220,7 @@ def build_router(platform: Platform) -> APIRouter:
     def recover_page(request: Request) -> Response:
         return TEMPLATES.TemplateResponse(request, "recover.html", {"title": "Code de secours"})
 
-    @router.post("/auth/recover/options")
+    @router.post("/auth/recover/options", dependencies=[recovery_limit])
     def recover_options(body: RecoverIn, session: Session = Depends(db)) -> Response:
         try:
             ceremony, options = service.begin_recovery(session, settings, code=body.code)
@@ -218,7 +230,7 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return ceremony_reply(ceremony, options)
 
-    @router.post("/auth/recover/verify")
+    @router.post("/auth/recover/verify", dependencies=[recovery_limit])
     def recover_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
         try:
             created = service.finish_recovery(

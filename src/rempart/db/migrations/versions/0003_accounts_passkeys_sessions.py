@@ -19,6 +19,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "rate_counters",
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("hits", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "window_start", name=op.f("pk_rate_counters")),
+    )
+    op.create_table(
         "accounts",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("role", sa.String(length=30), nullable=False),
@@ -168,3 +175,4 @@ def downgrade() -> None:
     op.drop_table("notices")
     op.drop_table("invitations")
     op.drop_table("accounts")
+    op.drop_table("rate_counters")

@@ -1,0 +1,52 @@
+"""Fixed-window rate limits answered before any work is done (429 with Retry-After).
+
+Counters live in PostgreSQL, so all workers of the platform share them, and the check fails
+closed: if the counter cannot be written, the request is refused. Network addresses are
+kept only as a keyed hash that changes every window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    hits: int
+    window: dt.timedelta
+
+
+LOGIN = Limit("login", 30, dt.timedelta(minutes=1))
+ENROL = Limit("enrol", 10, dt.timedelta(minutes=10))
+RECOVERY = Limit("recovery", 5, dt.timedelta(hours=1))
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many requests")
+        self.retry_after = retry_after
+
+
+def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
+    """Count one request of `subject` (e.g. a client address) against `limit`; raise when over."""
+    now = now or dt.datetime.now(dt.UTC)
+    seconds = int(limit.window.total_seconds())
+    start = dt.datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, dt.UTC)
+    digest = hashlib.sha256(f"{limit.name}|{start.isoformat()}|{subject}".encode()).hexdigest()[:40]
+    key = f"{limit.name}:{digest}"
+    count = session.execute(
+        text(
+            "INSERT INTO rate_counters (key, window_start, hits) VALUES (:key, :start, 1)"
+            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits"
+        ),
+        {"key": key, "start": start},
+    ).scalar_one()
+    session.execute(text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)})
+    session.commit()
+    if count > limit.hits:
+        raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
