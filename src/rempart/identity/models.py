@@ -171,3 +171,17 @@ class Notice(Base, Timestamped):
     kind: Mapped[str] = mapped_column(String(40))
     text: Mapped[str] = mapped_column(String(500))
     read_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BreakGlassGrant(Base, Timestamped):
+    """Time-limited access of one staff member to one beneficiary's personal data, with the
+    written reason; every grant alerts the security officers."""
+
+    __tablename__ = "break_glass_grants"
+    __table_args__ = (Index("ix_break_glass_account", "account_id", "beneficiary_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
+    reason: Mapped[str] = mapped_column(String(1000))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -343,6 +343,13 @@ def _open_beneficiary(session: Session, keystore: Keystore, row: Beneficiary, am
     )
 
 
+def read_beneficiary(
+    session: Session, keystore: Keystore, *, beneficiary: Beneficiary, amc_number: str
+) -> BeneficiaryView:
+    """Decrypt one beneficiary. Callers are the access-controlled use cases (break-glass)."""
+    return _open_beneficiary(session, keystore, beneficiary, amc_number)
+
+
 def _active_insurers(session: Session, amc_number: str | None = None) -> list[Insurer]:
     query = select(Insurer).where(Insurer.status == INSURER_ACTIVE)
     if amc_number is not None:

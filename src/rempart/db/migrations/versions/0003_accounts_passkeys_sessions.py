@@ -144,6 +144,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_webauthn_ceremonies")),
     )
     op.create_table(
+        "break_glass_grants",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("beneficiary_id", sa.Uuid(), nullable=False),
+        sa.Column("reason", sa.String(length=1000), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_break_glass_grants_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["beneficiary_id"], ["beneficiaries.id"], name=op.f("fk_break_glass_grants_beneficiary_id_beneficiaries")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_break_glass_grants")),
+    )
+    op.create_index("ix_break_glass_account", "break_glass_grants", ["account_id", "beneficiary_id"], unique=False)
+    op.create_table(
         "login_sessions",
         sa.Column("token_hash", sa.LargeBinary(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
@@ -164,6 +181,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_login_sessions_account", table_name="login_sessions")
     op.drop_table("login_sessions")
+    op.drop_index("ix_break_glass_account", table_name="break_glass_grants")
+    op.drop_table("break_glass_grants")
     op.drop_table("webauthn_ceremonies")
     op.drop_index("ix_security_events_account", table_name="security_events")
     op.drop_table("security_events")
