@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from rempart import __version__, portal
+from rempart.api import oauth
 from rempart.guard.ratelimit import RateLimited
 from rempart.platform import Platform
 from rempart.portal.routes import build_router
@@ -37,7 +38,9 @@ def create_app(platform: Platform) -> FastAPI:
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         # CSRF: a state-changing request must come from the portal's own origin (the session
         # cookie is SameSite=Strict as well).
-        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin:
+        # (The OAuth and API doors take no cookies: their callers prove a key on every request.)
+        cookie_door = not request.url.path.startswith(("/oauth/", "/api/"))
+        if cookie_door and request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin:
             response: Response = JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
         else:
             response = await call_next(request)
@@ -57,6 +60,7 @@ def create_app(platform: Platform) -> FastAPI:
         )
 
     app.include_router(build_router(platform))
+    app.include_router(oauth.build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -185,3 +185,38 @@ class BreakGlassGrant(Base, Timestamped):
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
     reason: Mapped[str] = mapped_column(String(1000))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiClient(Base, Timestamped):
+    """Practice software of one establishment: authenticates with `private_key_jwt` (its
+    public key registered here), gets short-lived DPoP-bound access tokens."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    establishment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("establishments.id"))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base, Timestamped):
+    """An access token (hash only), bound to the DPoP key that asked for it (`jkt`)."""
+
+    __tablename__ = "api_tokens"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id"))
+    jkt: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SeenJti(Base):
+    """JWT ids already used (client assertions, DPoP proofs): a replay is refused."""
+
+    __tablename__ = "seen_jtis"
+
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

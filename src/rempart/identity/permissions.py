@@ -20,6 +20,7 @@ class Permission(StrEnum):
     OWN_ACCOUNT = "account:own"  # own passkeys, sessions, security events
     INVITE_IN_ESTABLISHMENT = "invitation:establishment"  # professionals and admins of one's establishment
     INVITE_ANYONE = "invitation:any"
+    MANAGE_API_CLIENTS = "api-client:establishment"  # practice software of one's establishment
     MANAGE_ACCOUNTS = "account:manage"  # disable accounts, revoke their sessions
     TENANT_REGISTRY_READ = "registry:tenant-read"  # an insurer's own registry, through row-level security
     BREAK_GLASS = "personal-data:break-glass"
@@ -28,7 +29,9 @@ class Permission(StrEnum):
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "professional": frozenset({Permission.OWN_ACCOUNT}),
-    "establishment_admin": frozenset({Permission.OWN_ACCOUNT, Permission.INVITE_IN_ESTABLISHMENT}),
+    "establishment_admin": frozenset(
+        {Permission.OWN_ACCOUNT, Permission.INVITE_IN_ESTABLISHMENT, Permission.MANAGE_API_CLIENTS}
+    ),
     "insurer_staff": frozenset({Permission.OWN_ACCOUNT, Permission.TENANT_REGISTRY_READ, Permission.BREAK_GLASS}),
     "platform_operator": frozenset(
         {Permission.OWN_ACCOUNT, Permission.INVITE_ANYONE, Permission.MANAGE_ACCOUNTS, Permission.BREAK_GLASS}

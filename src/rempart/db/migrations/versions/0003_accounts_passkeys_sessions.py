@@ -26,6 +26,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", "window_start", name=op.f("pk_rate_counters")),
     )
     op.create_table(
+        "seen_jtis",
+        sa.Column("jti", sa.String(length=200), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("jti", name=op.f("pk_seen_jtis")),
+    )
+    op.create_index(op.f("ix_seen_jtis_expires_at"), "seen_jtis", ["expires_at"], unique=False)
+    op.create_table(
         "accounts",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("role", sa.String(length=30), nullable=False),
@@ -51,6 +58,21 @@ def upgrade() -> None:
             ["professional_id"], ["professionals.id"], name=op.f("fk_accounts_professional_id_professionals")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
+    )
+    op.create_table(
+        "api_clients",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("establishment_id", sa.Uuid(), nullable=False),
+        sa.Column("public_jwk", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("scopes", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["created_by"], ["accounts.id"], name=op.f("fk_api_clients_created_by_accounts")),
+        sa.ForeignKeyConstraint(
+            ["establishment_id"], ["establishments.id"], name=op.f("fk_api_clients_establishment_id_establishments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_clients")),
     )
     op.create_table(
         "invitations",
@@ -144,6 +166,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_webauthn_ceremonies")),
     )
     op.create_table(
+        "api_tokens",
+        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("client_id", sa.Uuid(), nullable=False),
+        sa.Column("jkt", sa.String(length=64), nullable=False),
+        sa.Column("scopes", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["client_id"], ["api_clients.id"], name=op.f("fk_api_tokens_client_id_api_clients")),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_api_tokens")),
+    )
+    op.create_table(
         "break_glass_grants",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
@@ -183,6 +216,7 @@ def downgrade() -> None:
     op.drop_table("login_sessions")
     op.drop_index("ix_break_glass_account", table_name="break_glass_grants")
     op.drop_table("break_glass_grants")
+    op.drop_table("api_tokens")
     op.drop_table("webauthn_ceremonies")
     op.drop_index("ix_security_events_account", table_name="security_events")
     op.drop_table("security_events")
@@ -193,5 +227,8 @@ def downgrade() -> None:
     op.drop_index("ix_notices_account", table_name="notices")
     op.drop_table("notices")
     op.drop_table("invitations")
+    op.drop_table("api_clients")
     op.drop_table("accounts")
+    op.drop_index(op.f("ix_seen_jtis_expires_at"), table_name="seen_jtis")
+    op.drop_table("seen_jtis")
     op.drop_table("rate_counters")

@@ -1,0 +1,72 @@
+"""The OAuth token endpoint for practice software, and the first DPoP-protected API route."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Header, Request
+from fastapi.responses import JSONResponse
+
+from rempart.identity import apiclients
+from rempart.platform import Platform
+
+
+def build_router(platform: Platform) -> APIRouter:
+    router = APIRouter()
+    origin = platform.settings.portal_origin
+
+    def refused(error: apiclients.InvalidClient) -> JSONResponse:
+        status = 401 if error.error in ("invalid_token", "invalid_dpop_proof") else 400
+        headers = {"WWW-Authenticate": f'DPoP error="{error.error}"'} if status == 401 else {}
+        return JSONResponse({"error": error.error}, status_code=status, headers=headers)
+
+    @router.post("/oauth/token", tags=["oauth"])
+    def token(
+        grant_type: Annotated[str, Form()],
+        client_assertion_type: Annotated[str, Form()],
+        client_assertion: Annotated[str, Form(max_length=4000)],
+        scope: Annotated[str, Form(max_length=200)] = "",
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+    ) -> JSONResponse:
+        """Client credentials with `private_key_jwt`; the access token is bound to the DPoP key."""
+        with platform.session() as session:
+            try:
+                issued = apiclients.issue_token(
+                    session, token_url=f"{origin}/oauth/token", grant_type=grant_type,
+                    client_assertion_type=client_assertion_type, client_assertion=client_assertion, scope=scope,
+                    dpop_proof=dpop,
+                )  # fmt: skip
+            except apiclients.InvalidClient as error:
+                session.commit()  # spent jtis stay spent
+                return refused(error)
+            session.commit()
+        return JSONResponse(
+            {"access_token": issued.access_token, "token_type": "DPoP", "expires_in": issued.expires_in,
+             "scope": issued.scope},
+            headers={"Cache-Control": "no-store"},
+        )  # fmt: skip
+
+    @router.get("/api/v1/whoami", tags=["api"])
+    def whoami(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> JSONResponse:
+        """Who the platform thinks is calling: client, establishment, scopes, acting professional."""
+        with platform.session() as session:
+            try:
+                caller = apiclients.authenticate_call(
+                    session, authorization=authorization, dpop_proof=dpop, method="GET",
+                    url=f"{origin}{request.url.path}", acting_for=x_acting_rpps,
+                )  # fmt: skip
+            except apiclients.InvalidClient as error:
+                session.commit()
+                return refused(error)
+            session.commit()
+        return JSONResponse(
+            {"client": str(caller.client_id), "establishment": str(caller.establishment_id),
+             "scopes": list(caller.scopes), "acting_for": caller.acting_professional}
+        )  # fmt: skip
+
+    return router

@@ -1,0 +1,247 @@
+"""API clients (practice software): OAuth 2 client credentials with `private_key_jwt`
+(RFC 7523) and sender-constrained tokens with DPoP (RFC 9449).
+
+A token copied off the practice computer is useless: every call must carry a fresh DPoP proof
+signed by the key the token was issued to (its thumbprint `jkt` is stored with the token),
+for this method and URL, with a never-seen `jti` and the token's hash (`ath`). Client
+assertions and proofs are verified with joserfc, the JOSE library of the authlib project.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from rempart.db.base import utcnow
+from rempart.identity.models import ApiClient, ApiToken, SeenJti
+from rempart.identity.permissions import Forbidden, Permission, requires
+from rempart.identity.service import CurrentUser, record_event
+
+TOKEN_LIFETIME = dt.timedelta(minutes=5)
+PROOF_MAX_AGE = dt.timedelta(seconds=60)
+ASSERTION_MAX_LIFETIME = dt.timedelta(minutes=5)
+ALGORITHMS = ["ES256", "Ed25519"]  # Ed25519 by its RFC 9864 name; "EdDSA" is deprecated
+SCOPES = frozenset({"eligibility", "agreements", "invoices"})
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class InvalidClient(Exception):
+    """OAuth `invalid_client` / `invalid_dpop_proof` / `invalid_token`: no detail given out."""
+
+    def __init__(self, error: str = "invalid_client") -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _import_public(jwk: dict[str, Any]) -> ECKey | OKPKey:
+    if "d" in jwk:
+        raise InvalidClient("invalid_request")  # never accept a private key
+    if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+        return ECKey.import_key(jwk)
+    if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+        return OKPKey.import_key(jwk)
+    raise InvalidClient("invalid_request")
+
+
+@requires(Permission.MANAGE_API_CLIENTS, step_up=True)
+def register_client(
+    session: Session, *, actor: CurrentUser, establishment_id: uuid.UUID, public_jwk: dict[str, Any], scopes: list[str]
+) -> uuid.UUID:
+    """An establishment administrator registers practice software for their establishment."""
+    if establishment_id != actor.establishment_id:
+        raise Forbidden("an administrator registers clients of their own establishment only")
+    if not scopes or not set(scopes) <= SCOPES:
+        raise Forbidden(f"scopes must be among {sorted(SCOPES)}")
+    _import_public(public_jwk)
+    client = ApiClient(
+        establishment_id=establishment_id, public_jwk=public_jwk, scopes=scopes, created_by=actor.account_id
+    )
+    session.add(client)
+    session.flush()
+    record_event(session, actor.account_id, "api_client_created", client=str(client.id))
+    return client.id
+
+
+@requires(Permission.MANAGE_API_CLIENTS)
+def revoke_client(session: Session, *, actor: CurrentUser, client_id: uuid.UUID) -> None:
+    client = session.get(ApiClient, client_id)
+    if client is None or client.establishment_id != actor.establishment_id:
+        raise Forbidden("not a client of your establishment")
+    client.revoked_at = utcnow()
+    session.execute(delete(ApiToken).where(ApiToken.client_id == client_id))
+    record_event(session, actor.account_id, "api_client_revoked", client=str(client_id))
+
+
+def _spend_jti(session: Session, jti: Any, expires_at: dt.datetime, error: str) -> None:
+    if not isinstance(jti, str) or not 16 <= len(jti) <= 200:
+        raise InvalidClient(error)
+    session.execute(delete(SeenJti).where(SeenJti.expires_at < utcnow()))
+    inserted = session.execute(
+        insert(SeenJti).values(jti=jti, expires_at=expires_at).on_conflict_do_nothing().returning(SeenJti.jti)
+    ).first()
+    if inserted is None:
+        raise InvalidClient(error)  # replayed
+
+
+def _header(token: str) -> dict[str, Any]:
+    try:
+        segment = token.split(".")[0]
+        header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        return header
+    except (ValueError, IndexError):
+        raise InvalidClient("invalid_dpop_proof") from None
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if not isinstance(value, int | float):
+        raise InvalidClient("invalid_request")
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def verify_dpop_proof(
+    session: Session, *, proof: str | None, method: str, url: str, access_token: str | None = None
+) -> str:
+    """Check a DPoP proof (RFC 9449 §4.3) and return its key's thumbprint (`jkt`)."""
+    if not proof:
+        raise InvalidClient("invalid_dpop_proof")
+    header = _header(proof)
+    if (
+        header.get("typ") != "dpop+jwt"
+        or header.get("alg") not in ALGORITHMS
+        or not isinstance(header.get("jwk"), dict)
+    ):
+        raise InvalidClient("invalid_dpop_proof")
+    key = _import_public(header["jwk"])
+    try:
+        claims = jwt.decode(proof, key, algorithms=ALGORITHMS).claims
+    except (JoseError, ValueError):
+        raise InvalidClient("invalid_dpop_proof") from None
+    now = utcnow()
+    issued = _timestamp(claims.get("iat"))
+    if claims.get("htm") != method or claims.get("htu") != url or abs(now - issued) > PROOF_MAX_AGE:
+        raise InvalidClient("invalid_dpop_proof")
+    if access_token is not None:
+        expected = base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
+        if claims.get("ath") != expected:
+            raise InvalidClient("invalid_dpop_proof")
+    jti = claims.get("jti")
+    _spend_jti(
+        session, f"dpop:{jti}" if isinstance(jti, str) else None, issued + 2 * PROOF_MAX_AGE, "invalid_dpop_proof"
+    )
+    return str(key.thumbprint())
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+def issue_token(
+    session: Session,
+    *,
+    token_url: str,
+    grant_type: str,
+    client_assertion_type: str,
+    client_assertion: str,
+    scope: str,
+    dpop_proof: str | None,
+) -> IssuedToken:
+    """The token endpoint: client credentials, `private_key_jwt`, DPoP-bound."""
+    if grant_type != "client_credentials" or client_assertion_type != CLIENT_ASSERTION_TYPE:
+        raise InvalidClient("invalid_request")
+    jkt = verify_dpop_proof(session, proof=dpop_proof, method="POST", url=token_url)
+    # The issuer is read before verification only to find whose key verifies the assertion.
+    client = session.get(ApiClient, _unverified_issuer(client_assertion))
+    if client is None or client.revoked_at is not None:
+        raise InvalidClient
+    try:
+        claims = jwt.decode(client_assertion, _import_public(client.public_jwk), algorithms=ALGORITHMS).claims
+    except (JoseError, ValueError):
+        raise InvalidClient from None
+    now = utcnow()
+    expires = _timestamp(claims.get("exp"))
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if (
+        claims.get("iss") != str(client.id)
+        or claims.get("sub") != str(client.id)
+        or token_url not in audiences
+        or not now < expires <= now + ASSERTION_MAX_LIFETIME
+    ):
+        raise InvalidClient
+    jti = claims.get("jti")
+    _spend_jti(session, f"assertion:{jti}" if isinstance(jti, str) else None, expires, "invalid_client")
+    requested = set(scope.split()) if scope else set(client.scopes)
+    if not requested <= set(client.scopes):
+        raise InvalidClient("invalid_scope")
+    token = secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            token_hash=hashlib.sha256(token.encode()).digest(),
+            client_id=client.id,
+            jkt=jkt,
+            scopes=sorted(requested),
+            expires_at=now + TOKEN_LIFETIME,
+        )
+    )
+    session.flush()
+    return IssuedToken(token, int(TOKEN_LIFETIME.total_seconds()), " ".join(sorted(requested)))
+
+
+def _unverified_issuer(assertion: str) -> uuid.UUID:
+    try:
+        segment = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        return uuid.UUID(str(claims["iss"]))
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise InvalidClient from None
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    client_id: uuid.UUID
+    establishment_id: uuid.UUID
+    scopes: tuple[str, ...]
+    acting_professional: str  # the RPPS of the establishment's professional the call acts for
+
+
+def authenticate_call(
+    session: Session,
+    *,
+    authorization: str | None,
+    dpop_proof: str | None,
+    method: str,
+    url: str,
+    acting_for: str | None,
+) -> ApiCaller:
+    """Every API call: a live token, a fresh proof by its key, and the professional it acts for."""
+    if not authorization or not authorization.startswith("DPoP "):
+        raise InvalidClient("invalid_token")
+    token = authorization.removeprefix("DPoP ").strip()
+    row = session.get(ApiToken, hashlib.sha256(token.encode()).digest())
+    if row is None or row.expires_at <= utcnow():
+        raise InvalidClient("invalid_token")
+    jkt = verify_dpop_proof(session, proof=dpop_proof, method=method, url=url, access_token=token)
+    if jkt != row.jkt:
+        raise InvalidClient("invalid_dpop_proof")
+    client = session.get_one(ApiClient, row.client_id)
+    if client.revoked_at is not None:
+        raise InvalidClient("invalid_token")
+    if not acting_for:
+        raise InvalidClient("invalid_request")  # calls name the professional they act for
+    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), acting_for)

@@ -1,0 +1,134 @@
+"""API clients: OAuth 2 client credentials with private_key_jwt, DPoP-bound access tokens.
+
+ASVS 5.0 V10 (OAuth): V10.3 sender-constrained tokens (DPoP, RFC 9449), V10.4 client
+authentication with asymmetric keys (private_key_jwt), short token lifetimes, replay refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey
+
+from rempart.api.app import create_app
+from rempart.db.base import utcnow
+from rempart.identity import apiclients, service
+from rempart.identity.models import Account
+from rempart.platform import Platform, open_platform
+from rempart.registry import service as registry
+from rempart.settings import Settings
+
+from portal_server import free_port, serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[tuple[Platform, str, str]]:
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
+    with serve(create_app(platform), port):
+        yield platform, origin, f"http://127.0.0.1:{port}"
+    platform.close()
+
+
+def register(platform: Platform, client_key: OKPKey) -> uuid.UUID:
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+        admin = Account(role="establishment_admin", establishment_id=shop.id)
+        session.add(admin)
+        session.flush()
+        actor = service.CurrentUser(admin.id, admin.role, None, shop.id, None, utcnow(), utcnow(), b"")
+        client_id = apiclients.register_client(
+            session, actor=actor, establishment_id=shop.id, public_jwk=client_key.as_dict(private=False),
+            scopes=["eligibility", "invoices"],
+        )  # fmt: skip
+        session.commit()
+        return client_id
+
+
+def assertion(client_key: OKPKey, client_id: uuid.UUID, audience: str) -> str:
+    now = int(time.time())
+    claims = {"iss": str(client_id), "sub": str(client_id), "aud": audience, "iat": now, "exp": now + 60,
+              "jti": uuid.uuid4().hex}  # fmt: skip
+    return jwt.encode({"alg": "Ed25519"}, claims, client_key, algorithms=["Ed25519"])
+
+
+def proof(key: ECKey, method: str, url: str, token: str | None = None) -> str:
+    claims: dict[str, Any] = {"htm": method, "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
+    if token:
+        claims["ath"] = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    return jwt.encode({"alg": "ES256", "typ": "dpop+jwt", "jwk": key.as_dict(private=False)}, claims, key)
+
+
+def get_token(
+    base: str, origin: str, client_key: OKPKey, client_id: uuid.UUID, dpop_key: ECKey, **extra: str
+) -> httpx.Response:
+    token_url = f"{origin}/oauth/token"
+    signed = assertion(client_key, client_id, extra.pop("aud", token_url))
+    form = {"grant_type": "client_credentials", "client_assertion_type": apiclients.CLIENT_ASSERTION_TYPE,
+            "client_assertion": signed, "scope": "eligibility"}  # fmt: skip
+    return httpx.post(f"{base}/oauth/token", data=form, headers={"DPoP": proof(dpop_key, "POST", token_url)})
+
+
+def test_v10_dpop_bound_token_works_only_with_its_key(api: tuple[Platform, str, str]) -> None:
+    platform, origin, base = api
+    client_key, dpop_key, thief_key = (
+        OKPKey.generate_key("Ed25519"),
+        ECKey.generate_key("P-256"),
+        ECKey.generate_key("P-256"),
+    )
+    client_id = register(platform, client_key)
+    issued = get_token(base, origin, client_key, client_id, dpop_key)
+    assert issued.status_code == 200, issued.text
+    body = issued.json()
+    assert body["token_type"] == "DPoP" and body["expires_in"] == 300 and body["scope"] == "eligibility"
+    token, url = body["access_token"], f"{origin}/api/v1/whoami"
+
+    def call(key: ECKey | None, *, reuse: str | None = None, rpps: str = "10003456789") -> httpx.Response:
+        headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": rpps}
+        if key is not None or reuse:
+            headers["DPoP"] = reuse or proof(key, "GET", url, token)  # type: ignore[arg-type]
+        return httpx.get(f"{base}/api/v1/whoami", headers=headers)
+
+    good = proof(dpop_key, "GET", url, token)
+    ok = call(None, reuse=good)
+    assert ok.status_code == 200 and ok.json()["acting_for"] == "10003456789" and ok.json()["scopes"] == ["eligibility"]
+    assert call(None, reuse=good).status_code == 401  # the same proof twice: replay
+    assert call(None).status_code == 401  # the token alone, copied off the practice computer
+    stolen = call(thief_key)
+    assert stolen.status_code == 401 and 'error="invalid_dpop_proof"' in stolen.headers["www-authenticate"]
+    assert call(dpop_key).status_code == 200  # the owner, with a fresh proof
+
+
+def test_v10_client_authentication_is_strict(api: tuple[Platform, str, str]) -> None:
+    platform, origin, base = api
+    client_key, dpop_key = OKPKey.generate_key("Ed25519"), ECKey.generate_key("P-256")
+    client_id = register(platform, client_key)
+    wrong_aud = get_token(base, origin, client_key, client_id, dpop_key, aud="https://evil.example/token")
+    assert (wrong_aud.status_code, wrong_aud.json()) == (400, {"error": "invalid_client"})
+    impostor = get_token(base, origin, OKPKey.generate_key("Ed25519"), client_id, dpop_key)
+    assert impostor.status_code == 400
+    no_proof = httpx.post(f"{base}/oauth/token", data={"grant_type": "client_credentials",
+                          "client_assertion_type": apiclients.CLIENT_ASSERTION_TYPE,
+                          "client_assertion": assertion(client_key, client_id, f"{origin}/oauth/token")})  # fmt: skip
+    assert no_proof.status_code == 401
+    token = get_token(base, origin, client_key, client_id, dpop_key).json()["access_token"]
+    with platform.session() as session:
+        admin = session.query(Account).one()
+        actor = service.CurrentUser(admin.id, admin.role, None, admin.establishment_id, None, utcnow(), utcnow(), b"")
+        apiclients.revoke_client(session, actor=actor, client_id=client_id)
+        session.commit()
+    assert get_token(base, origin, client_key, client_id, dpop_key).status_code == 400
+    url = f"{origin}/api/v1/whoami"
+    revoked = httpx.get(f"{base}/api/v1/whoami", headers={"Authorization": f"DPoP {token}",
+                        "DPoP": proof(dpop_key, "GET", url, token), "X-Acting-RPPS": "10003456789"})  # fmt: skip
+    assert revoked.status_code == 401
