@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=15, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
     invitation_hours: int = Field(default=48, ge=1, le=168)
+    iban_cooling_off_hours: int = Field(default=72, ge=0, description="Payments to a new IBAN wait this long.")
 
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
     import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")

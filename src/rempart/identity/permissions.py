@@ -21,6 +21,7 @@ class Permission(StrEnum):
     INVITE_IN_ESTABLISHMENT = "invitation:establishment"  # professionals and admins of one's establishment
     INVITE_ANYONE = "invitation:any"
     MANAGE_API_CLIENTS = "api-client:establishment"  # practice software of one's establishment
+    CHANGE_OWN_IBAN = "professional:own-iban"
     MANAGE_ACCOUNTS = "account:manage"  # disable accounts, revoke their sessions
     TENANT_REGISTRY_READ = "registry:tenant-read"  # an insurer's own registry, through row-level security
     BREAK_GLASS = "personal-data:break-glass"
@@ -28,7 +29,7 @@ class Permission(StrEnum):
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "professional": frozenset({Permission.OWN_ACCOUNT}),
+    "professional": frozenset({Permission.OWN_ACCOUNT, Permission.CHANGE_OWN_IBAN}),
     "establishment_admin": frozenset(
         {Permission.OWN_ACCOUNT, Permission.INVITE_IN_ESTABLISHMENT, Permission.MANAGE_API_CLIENTS}
     ),

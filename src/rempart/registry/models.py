@@ -221,3 +221,31 @@ class CanaryBeneficiary(Base):
     __table_args__ = ({"schema": "guard"},)
 
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"), primary_key=True)
+
+
+class IbanChange(Base, Timestamped):
+    """A professional's new IBAN, held for a cooling-off period before payments use it."""
+
+    __tablename__ = "iban_changes"
+    __table_args__ = (Index("ix_iban_changes_professional", "professional_id", "effective_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    professional_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("professionals.id"))
+    dek_id: Mapped[int]
+    new_iban_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    requested_by: Mapped[uuid.UUID | None]
+    effective_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxMessage(Base, Timestamped):
+    """A message to send outside the platform (e-mail); the recipient address is encrypted."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    dek_id: Mapped[int]
+    recipient_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -25,6 +25,8 @@ ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = {
     MEMBERS: ("member_number", "member_nir"),
     BENEFICIARIES: ("nir", "family_name", "first_name", "birth_name", "birth_date"),
     PROFESSIONALS: ("identifier", "family_name", "first_name", "iban", "email", "phone"),
+    "iban_changes": ("new_iban",),
+    "outbox": ("recipient",),
 }
 
 

@@ -19,6 +19,17 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "outbox",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("dek_id", sa.Integer(), nullable=False),
+        sa.Column("recipient_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("subject", sa.String(length=200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+    )
+    op.create_table(
         "rate_counters",
         sa.Column("key", sa.String(length=100), nullable=False),
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
@@ -59,6 +70,22 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
     )
+    op.create_table(
+        "iban_changes",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("professional_id", sa.Uuid(), nullable=False),
+        sa.Column("dek_id", sa.Integer(), nullable=False),
+        sa.Column("new_iban_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("requested_by", sa.Uuid(), nullable=True),
+        sa.Column("effective_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["professional_id"], ["professionals.id"], name=op.f("fk_iban_changes_professional_id_professionals")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_iban_changes")),
+    )
+    op.create_index("ix_iban_changes_professional", "iban_changes", ["professional_id", "effective_at"], unique=False)
     op.create_table(
         "api_clients",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -228,7 +255,10 @@ def downgrade() -> None:
     op.drop_table("notices")
     op.drop_table("invitations")
     op.drop_table("api_clients")
+    op.drop_index("ix_iban_changes_professional", table_name="iban_changes")
+    op.drop_table("iban_changes")
     op.drop_table("accounts")
     op.drop_index(op.f("ix_seen_jtis_expires_at"), table_name="seen_jtis")
     op.drop_table("seen_jtis")
     op.drop_table("rate_counters")
+    op.drop_table("outbox")

@@ -1,0 +1,80 @@
+"""Changing a professional's IBAN (threat T6): step-up, cooling-off, notice to the previous contact.
+
+ASVS 5.0 V6/V8: re-authentication before a sensitive change; V16 the change is logged."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from rempart.crypto import fields
+from rempart.db.base import utcnow
+from rempart.identity import service
+from rempart.identity.models import Account, SecurityEvent
+from rempart.identity.permissions import Forbidden, StepUpRequired
+from rempart.platform import Platform
+from rempart.registry import banking, rekey
+from rempart.registry import service as registry
+from rempart.registry.identifiers import make_french_iban
+from rempart.registry.models import OutboxMessage
+
+pytestmark = pytest.mark.integration
+OLD_IBAN = make_french_iban("30004", "00123", "00012345678")
+NEW_IBAN = make_french_iban("20041", "01005", "0500013M026")
+
+
+def test_t6_iban_change_is_held_and_announced_to_the_previous_contact(platform: Platform) -> None:
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+        pro = registry.register_professional(
+            session, platform.keystore, identifier="10003456786", family_name="Durand", first_name="Anne",
+            profession="pharmacist", specialty=None, establishment_ids=[shop.id], iban=OLD_IBAN,
+            email="anne.durand@pharmacie.example", phone=None,
+        )  # fmt: skip
+        account = Account(role="professional", professional_id=pro.id)
+        session.add(account)
+        session.flush()
+
+        def actor(step_up: dt.datetime | None) -> service.CurrentUser:
+            return service.CurrentUser(account.id, "professional", pro.id, shop.id, None, utcnow(), step_up, b"")
+
+        with pytest.raises(StepUpRequired):
+            banking.request_iban_change(
+                session, platform.keystore, platform.settings, actor=actor(None), new_iban=NEW_IBAN
+            )
+        staff = service.CurrentUser(account.id, "insurer_staff", None, None, None, utcnow(), utcnow(), b"")
+        with pytest.raises(Forbidden):
+            banking.request_iban_change(session, platform.keystore, platform.settings, actor=staff, new_iban=NEW_IBAN)
+        with pytest.raises(registry.RegistryError, match="IBAN"):
+            banking.request_iban_change(session, platform.keystore, platform.settings, actor=actor(utcnow()),
+                                        new_iban=NEW_IBAN[:-1] + ("0" if NEW_IBAN[-1] != "0" else "1"))  # fmt: skip
+
+        effective = banking.request_iban_change(
+            session, platform.keystore, platform.settings, actor=actor(utcnow()), new_iban=NEW_IBAN
+        )
+        assert dt.timedelta(hours=71) < effective - utcnow() <= dt.timedelta(hours=72)
+        assert banking.payable_iban(session, platform.keystore, professional_id=pro.id, at=utcnow()) == OLD_IBAN
+        later = effective + dt.timedelta(seconds=1)
+        assert banking.payable_iban(session, platform.keystore, professional_id=pro.id, at=later) == NEW_IBAN
+
+        notice = session.scalars(select(OutboxMessage)).one()
+        key = platform.keystore.field_key(session, notice.dek_id)
+        assert fields.decrypt(key, "outbox", "recipient", str(notice.id), notice.recipient_ct) == (
+            "anne.durand@pharmacie.example"
+        )
+        assert NEW_IBAN not in notice.body and OLD_IBAN not in notice.body
+        kinds = session.scalars(select(SecurityEvent.kind).where(SecurityEvent.account_id == account.id)).all()
+        assert "iban_change_requested" in kinds
+        session.commit()
+
+    # The pending IBAN follows key rotation like every other ciphertext.
+    with platform.session() as session:
+        platform.keystore.rotate(session, "platform")
+        session.commit()
+        assert rekey.rewrap(session, platform.keystore) >= 3  # professional, IBAN change, outbox message
+        assert rekey.retire_unused(session, platform.keystore)
+    platform.keystore.forget()
+    with platform.session() as session:
+        assert banking.payable_iban(session, platform.keystore, professional_id=pro.id, at=later) == NEW_IBAN
