@@ -28,7 +28,7 @@ def actor(
 
 def test_every_role_has_declared_permissions_and_least_privilege() -> None:
     assert set(ROLE_PERMISSIONS) == set(ROLES)
-    assert ROLE_PERMISSIONS["professional"] == {Permission.OWN_ACCOUNT}
+    assert ROLE_PERMISSIONS["professional"] == {Permission.OWN_ACCOUNT, Permission.CHANGE_OWN_IBAN}
     assert Permission.BREAK_GLASS not in ROLE_PERMISSIONS["professional"] | ROLE_PERMISSIONS["establishment_admin"]
     assert Permission.INVITE_ANYONE in ROLE_PERMISSIONS["platform_operator"]
 
