@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test browser lint typecheck bench-import clean
+.PHONY: install demo test browser oidc-provider lint typecheck bench-import clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ demo: install
 	$(BIN)/rempart serve --demo
 
 ## make test: lint, type-check and run every test
-test: install browser lint typecheck
+test: install browser oidc-provider lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The real OpenID provider (npm oidc-provider) the federation tests start on loopback.
+oidc-provider: tests/oidc/node_modules/.package-lock.json
+
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 browser:

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=15, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
     invitation_hours: int = Field(default=48, ge=1, le=168)
+    # Federation with the health sector's identity provider (Pro Santé Connect or compatible).
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "rempart"
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_acr_levels: tuple[str, ...] = ("eidas1", "eidas2", "eidas3")  # accepted, weakest first
     iban_cooling_off_hours: int = Field(default=72, ge=0, description="Payments to a new IBAN wait this long.")
 
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)

@@ -220,3 +220,15 @@ class SeenJti(Base):
 
     jti: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class OidcFlow(Base, Timestamped):
+    """A federated login under way: the state (hashed), its nonce and PKCE verifier."""
+
+    __tablename__ = "oidc_flows"
+
+    state_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(100))
+    code_verifier: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -15,12 +15,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from rempart.guard import ratelimit
-from rempart.identity import service
+from rempart.identity import federation, service
 from rempart.identity.permissions import Forbidden, StepUpRequired
 from rempart.platform import Platform
 
 SESSION_COOKIE = "rempart_session"
 CEREMONY_COOKIE = "rempart_ceremony"
+OIDC_COOKIE = "rempart_oidc"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -214,6 +215,36 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         response = JSONResponse({"redirect": "/login"})
         response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @router.get("/auth/psc/start")
+    def psc_start(session: Session = Depends(db)) -> Response:
+        """Log in with Pro Santé Connect (CPS card or e-CPS)."""
+        try:
+            state, url = federation.begin(session, settings)
+        except service.AuthenticationFailed:
+            raise failed() from None
+        session.commit()
+        response = RedirectResponse(url, status_code=303)
+        # Lax, not Strict: the provider's redirect back is a cross-site navigation.
+        response.set_cookie(OIDC_COOKIE, state, max_age=federation.FLOW_SECONDS, httponly=True, secure=True,
+                            samesite="lax", path="/auth/psc/")  # fmt: skip
+        return response
+
+    @router.get("/auth/psc/callback", dependencies=[login_limit])
+    def psc_callback(request: Request, state: str = "", code: str = "", session: Session = Depends(db)) -> Response:
+        try:
+            login = federation.finish(
+                session, settings, platform.keystore, state_cookie=request.cookies.get(OIDC_COOKIE), state=state,
+                code=code,
+            )  # fmt: skip
+        except service.AuthenticationFailed:
+            session.commit()
+            raise failed() from None
+        session.commit()
+        response = RedirectResponse("/account", status_code=303)
+        set_cookie(response, SESSION_COOKIE, login.session.token, settings.session_absolute_hours * 3600)
+        response.delete_cookie(OIDC_COOKIE, path="/auth/psc/")
         return response
 
     @router.get("/recover", response_class=HTMLResponse)

@@ -19,6 +19,16 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "oidc_flows",
+        sa.Column("state_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("nonce", sa.String(length=100), nullable=False),
+        sa.Column("code_verifier", sa.String(length=200), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("state_hash", name=op.f("pk_oidc_flows")),
+    )
+    op.create_table(
         "outbox",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("dek_id", sa.Integer(), nullable=False),
@@ -262,3 +272,4 @@ def downgrade() -> None:
     op.drop_table("seen_jtis")
     op.drop_table("rate_counters")
     op.drop_table("outbox")
+    op.drop_table("oidc_flows")
