@@ -249,3 +249,33 @@ def test_v6_a_recovery_code_only_registers_a_new_passkey_once_and_alerts(
     again.click("#recover")
     expect(again.locator("#status")).to_contain_text("refusé")
     assert count(platform, Account) == 1
+
+
+def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Platform, str], browser: Browser) -> None:
+    from rempart.registry import service as registry
+
+    platform, origin = portal
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie du Port", kind="pharmacy", finess="750712184")
+        token = service.issue_invitation(
+            session, platform.settings, role="establishment_admin", establishment_id=shop.id
+        )
+        session.commit()
+    page = browser.new_context().new_page()
+    with_authenticator(page)
+    page.goto(f"{origin}/enrol#{token}")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    page.select_option("#invite-role", "establishment_admin")
+    page.click("#invite")
+    expect(page.locator("#invitation-link")).to_contain_text("/enrol#")
+    link = page.inner_text("#invitation-link")
+    colleague = browser.new_context().new_page()
+    with_authenticator(colleague)
+    colleague.goto(link)
+    colleague.click("#enrol")
+    colleague.wait_for_url(f"{origin}/account")
+    assert "establishment_admin" in colleague.inner_text("#role")
+    with platform.session() as session:
+        accounts = session.scalars(select(Account).where(Account.establishment_id == shop.id)).all()
+        assert len(accounts) == 2

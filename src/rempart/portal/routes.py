@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from rempart.guard import ratelimit
 from rempart.identity import federation, service
-from rempart.identity.permissions import Forbidden, StepUpRequired
+from rempart.identity.permissions import Forbidden, Permission, StepUpRequired, allowed
 from rempart.platform import Platform
+from rempart.registry import service as registry
 
 SESSION_COOKIE = "rempart_session"
 CEREMONY_COOKIE = "rempart_ceremony"
@@ -36,6 +37,11 @@ class RegisterIn(BaseModel):
 
 class RecoverIn(BaseModel):
     code: str = Field(min_length=10, max_length=60)
+
+
+class InvitationIn(BaseModel):
+    role: str = Field(pattern="^(professional|establishment_admin)$")
+    rpps: str | None = Field(default=None, pattern=r"^\d{11}$")
 
 
 class LoginIn(BaseModel):
@@ -284,6 +290,28 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return JSONResponse({"codes": codes})
 
+    @router.post("/account/invitations")
+    def invite(body: InvitationIn, request: Request, session: Session = Depends(db)) -> Response:
+        """An establishment administrator invites a colleague of their establishment."""
+        user = current(request, session)
+        professional_id = None
+        if body.role == "professional":
+            found = registry.find_professional(session, platform.keystore, identifier=body.rpps or "")
+            if found is None:
+                raise HTTPException(status_code=400, detail="no professional with this RPPS")
+            professional_id = found.id
+        try:
+            token = service.issue_invitation_as(
+                session, settings, actor=user, role=body.role, professional_id=professional_id,
+                establishment_id=user.establishment_id,
+            )  # fmt: skip
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        session.commit()
+        return JSONResponse({"link": service.invitation_link(settings, token)})
+
     @router.get("/account", response_class=HTMLResponse)
     def account(request: Request, session: Session = Depends(db)) -> Response:
         user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
@@ -292,8 +320,9 @@ def build_router(platform: Platform) -> APIRouter:
             return RedirectResponse("/login", status_code=303)
         page = service.account_page(session, account_id=user.account_id)
         notices = service.notices_for(session, account_id=user.account_id)
+        can_invite = allowed(user, Permission.INVITE_IN_ESTABLISHMENT)
         return TEMPLATES.TemplateResponse(
-            request, "account.html", {"title": "Mon compte", "page": page, "notices": notices}
+            request, "account.html", {"title": "Mon compte", "page": page, "notices": notices, "can_invite": can_invite}
         )
 
     return router

@@ -121,14 +121,26 @@ async function revokePasskey(event) {
   }
 }
 
-async function withStepUp(path) {
+async function withStepUp(path, body) {
   try {
-    return await post(path);
+    return await post(path, body);
   } catch (error) {
     if (error.message !== "step_up_required") throw error;
     say("Confirmez d'abord avec une de vos clés d'accès.");
     await stepUp();
-    return post(path);
+    return post(path, body);
+  }
+}
+
+async function invite() {
+  const role = document.getElementById("invite-role").value;
+  const rpps = document.getElementById("invite-rpps").value.trim();
+  try {
+    const { link } = await withStepUp("/account/invitations", role === "professional" ? { role, rpps } : { role });
+    document.getElementById("invitation-link").textContent = link;
+    say("Transmettez ce lien à votre collègue : il ne sert qu'une fois.");
+  } catch (error) {
+    say("L'invitation n'a pas été créée.");
   }
 }
 
@@ -175,5 +187,6 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("revoke-sessions", revokeSessions);
   bind("recovery-codes", recoveryCodes);
   bind("recover", recover);
+  bind("invite", invite);
   for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
 });
