@@ -184,3 +184,25 @@ def test_v6_login_is_rate_limited_before_any_work(portal: tuple[Platform, str]) 
     assert LOGIN.hits <= statuses.count(200) <= 2 * LOGIN.hits
     with platform.session() as session:
         assert session.scalar(select(func.count()).select_from(Ceremony)) == statuses.count(200)
+
+
+def test_v7_one_session_can_be_revoked_by_its_owner_only(platform: Platform) -> None:
+    first, account = logged_in(platform)
+    with platform.session() as session:
+        second = service._open_session(session, platform.settings, session.get_one(Account, account.id), None,
+                                       method="passkey").token  # fmt: skip
+        other_token, _ = logged_in(platform)
+        session.commit()
+    with platform.session() as session:
+        me = service.authenticate(session, platform.settings, token=first)
+        assert me is not None
+        page = service.account_page(session, account_id=account.id)
+        assert len(page.sessions) == 2
+        with pytest.raises(service.Forbidden):  # someone else's session
+            service.revoke_session(session, actor=me, session_id=service._hash(other_token).hex())
+        service.revoke_session(session, actor=me, session_id=service._hash(second).hex())
+        session.commit()
+    with platform.session() as session:
+        assert service.authenticate(session, platform.settings, token=second) is None
+        assert service.authenticate(session, platform.settings, token=first) is not None
+        assert service.authenticate(session, platform.settings, token=other_token) is not None

@@ -502,11 +502,26 @@ def disable_account(session: Session, *, account_id: uuid.UUID, by: uuid.UUID | 
     record_event(session, account_id, "account_disabled", by=str(by) if by else None)
 
 
+@requires(Permission.OWN_ACCOUNT)
+def revoke_session(session: Session, *, actor: CurrentUser, session_id: str) -> None:
+    """End one of the actor's own sessions (its id is the hex of the token's hash)."""
+    try:
+        key = bytes.fromhex(session_id)
+    except ValueError:
+        raise Forbidden("no such session") from None
+    row = session.get(LoginSession, key)
+    if row is None or row.account_id != actor.account_id:
+        raise Forbidden("no such session")
+    row.revoked_at = row.revoked_at or utcnow()
+    record_event(session, actor.account_id, "session_revoked")
+
+
 @dataclass(frozen=True)
 class AccountPage:
     role: str
     passkeys: list[tuple[str, str, dt.datetime, dt.datetime | None]]  # id, name, created, last used
     events: list[tuple[str, dt.datetime]]
+    sessions: list[tuple[str, str, dt.datetime, dt.datetime]]  # id, method, started, last seen
 
 
 def account_page(session: Session, *, account_id: uuid.UUID) -> AccountPage:
@@ -519,10 +534,18 @@ def account_page(session: Session, *, account_id: uuid.UUID) -> AccountPage:
     events = session.scalars(
         select(SecurityEvent).where(SecurityEvent.account_id == account_id).order_by(SecurityEvent.at.desc()).limit(20)
     ).all()
+    sessions = session.scalars(
+        select(LoginSession)
+        .where(
+            LoginSession.account_id == account_id, LoginSession.revoked_at.is_(None), LoginSession.expires_at > utcnow()
+        )
+        .order_by(LoginSession.created_at.desc())
+    ).all()
     return AccountPage(
         account.role,
         [(str(p.id), p.name, p.created_at, p.last_used_at) for p in passkeys],
         [(e.kind, e.at) for e in events],
+        [(s.token_hash.hex(), s.method, s.created_at, s.last_seen_at) for s in sessions],
     )
 
 

@@ -214,6 +214,16 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return JSONResponse({"redirect": "/account"})
 
+    @router.post("/account/sessions/{session_id}/revoke")
+    def revoke_one_session(session_id: str, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            service.revoke_session(session, actor=user, session_id=session_id)
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        session.commit()
+        return JSONResponse({"redirect": "/account"})
+
     @router.post("/account/sessions/revoke")
     def revoke_sessions(request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)

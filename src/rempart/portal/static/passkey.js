@@ -168,6 +168,11 @@ async function recover() {
   }
 }
 
+async function revokeSession(event) {
+  const done = await post(`/account/sessions/${event.target.dataset.session}/revoke`).catch(() => ({ redirect: "/login" }));
+  location.assign(done.redirect);
+}
+
 async function revokeSessions() {
   const done = await post("/account/sessions/revoke").catch(() => ({ redirect: "/login" }));
   location.assign(done.redirect);
@@ -189,4 +194,5 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("recover", recover);
   bind("invite", invite);
   for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
+  for (const el of document.querySelectorAll(".revoke-session")) el.addEventListener("click", revokeSession);
 });
