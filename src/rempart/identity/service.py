@@ -29,7 +29,6 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import base64url_to_bytes
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -208,7 +207,7 @@ def _register_passkey(
             expected_origin=settings.portal_origin,
             require_user_verification=True,
         )
-    except (InvalidRegistrationResponse, ValueError, KeyError):
+    except Exception:
         record_event(session, None, "passkey_registration_refused")
         raise AuthenticationFailed from None
     passkey = Passkey(
@@ -271,7 +270,7 @@ def _verify_assertion(
             credential_current_sign_count=passkey.sign_count,
             require_user_verification=True,
         )
-    except (InvalidAuthenticationResponse, ValueError, KeyError):
+    except Exception:
         record_event(session, account.id, "login_failed", passkey=str(passkey.id))
         raise AuthenticationFailed from None
     if account.disabled_at is not None:
