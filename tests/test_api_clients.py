@@ -23,6 +23,7 @@ from rempart.identity import apiclients, service
 from rempart.identity.models import Account
 from rempart.platform import Platform, open_platform
 from rempart.registry import service as registry
+from rempart.registry.identifiers import make_finess, make_rpps
 from rempart.settings import Settings
 
 from portal_server import free_port, serve
@@ -40,9 +41,18 @@ def api(settings: Settings) -> Iterator[tuple[Platform, str, str]]:
     platform.close()
 
 
+ACTING = make_rpps("1000345678")
+ELSEWHERE = make_rpps("1000999000")
+
+
 def register(platform: Platform, client_key: OKPKey) -> uuid.UUID:
     with platform.session() as session:
         shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+        other = registry.register_establishment(session, name="Autre", kind="pharmacy", finess=make_finess("13000001"))
+        for rpps, place in ((ACTING, shop), (ELSEWHERE, other)):
+            registry.register_professional(session, platform.keystore, identifier=rpps, family_name="Martin",
+                                           first_name="Paul", profession="pharmacist", specialty=None,
+                                           establishment_ids=[place.id])  # fmt: skip
         admin = Account(role="establishment_admin", establishment_id=shop.id)
         session.add(admin)
         session.flush()
@@ -93,7 +103,7 @@ def test_v10_dpop_bound_token_works_only_with_its_key(api: tuple[Platform, str, 
     assert body["token_type"] == "DPoP" and body["expires_in"] == 300 and body["scope"] == "eligibility"
     token, url = body["access_token"], f"{origin}/api/v1/whoami"
 
-    def call(key: ECKey | None, *, reuse: str | None = None, rpps: str = "10003456789") -> httpx.Response:
+    def call(key: ECKey | None, *, reuse: str | None = None, rpps: str = ACTING) -> httpx.Response:
         headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": rpps}
         if key is not None or reuse:
             headers["DPoP"] = reuse or proof(key, "GET", url, token)  # type: ignore[arg-type]
@@ -101,7 +111,9 @@ def test_v10_dpop_bound_token_works_only_with_its_key(api: tuple[Platform, str, 
 
     good = proof(dpop_key, "GET", url, token)
     ok = call(None, reuse=good)
-    assert ok.status_code == 200 and ok.json()["acting_for"] == "10003456789" and ok.json()["scopes"] == ["eligibility"]
+    assert ok.status_code == 200 and ok.json()["acting_for"] == ACTING and ok.json()["scopes"] == ["eligibility"]
+    assert call(dpop_key, rpps=ELSEWHERE).status_code == 400  # not a professional of this establishment
+    assert call(dpop_key, rpps="12345").status_code == 400
     assert call(None, reuse=good).status_code == 401  # the same proof twice: replay
     assert call(None).status_code == 401  # the token alone, copied off the practice computer
     stolen = call(thief_key)
@@ -130,5 +142,5 @@ def test_v10_client_authentication_is_strict(api: tuple[Platform, str, str]) -> 
     assert get_token(base, origin, client_key, client_id, dpop_key).status_code == 400
     url = f"{origin}/api/v1/whoami"
     revoked = httpx.get(f"{base}/api/v1/whoami", headers={"Authorization": f"DPoP {token}",
-                        "DPoP": proof(dpop_key, "GET", url, token), "X-Acting-RPPS": "10003456789"})  # fmt: skip
+                        "DPoP": proof(dpop_key, "GET", url, token), "X-Acting-RPPS": ACTING})  # fmt: skip
     assert revoked.status_code == 401

@@ -14,6 +14,7 @@ from rempart.identity import service
 from rempart.identity.models import ROLES
 from rempart.identity.permissions import ROLE_PERMISSIONS, Forbidden, Permission, StepUpRequired
 from rempart.platform import Platform
+from rempart.registry.identifiers import make_finess, make_rpps
 
 FRESH = dt.datetime.now(dt.UTC)
 STALE = FRESH - dt.timedelta(minutes=6)
@@ -36,7 +37,7 @@ def test_every_role_has_declared_permissions_and_least_privilege() -> None:
 def test_service_functions_declare_what_they_need() -> None:
     assert service.begin_add_passkey.required_permissions == {Permission.OWN_ACCOUNT}  # type: ignore[attr-defined]
     assert service.begin_add_passkey.requires_step_up  # type: ignore[attr-defined]
-    assert not service.revoke_passkey.requires_step_up  # type: ignore[attr-defined]
+    assert service.revoke_passkey.requires_step_up  # type: ignore[attr-defined]  (a stolen session cannot lock the owner out)
 
 
 @pytest.mark.integration
@@ -58,6 +59,19 @@ def test_invitations_follow_the_issuer_role_and_need_step_up(platform: Platform)
         with pytest.raises(Forbidden):  # another establishment
             service.issue_invitation_as(session, platform.settings, actor=admin, role="establishment_admin",
                                         establishment_id=uuid.uuid4())  # fmt: skip
+        here = registry.register_professional(session, platform.keystore, identifier=make_rpps("1000111222"),
+                                              family_name="Roux", first_name="Léa", profession="pharmacist",
+                                              specialty=None, establishment_ids=[shop.id])  # fmt: skip
+        elsewhere_shop = registry.register_establishment(session, name="Autre", kind="pharmacy",
+                                                         finess=make_finess("13000001"))  # fmt: skip
+        there = registry.register_professional(session, platform.keystore, identifier=make_rpps("1000333444"),
+                                               family_name="Blanc", first_name="Léo", profession="pharmacist",
+                                               specialty=None, establishment_ids=[elsewhere_shop.id])  # fmt: skip
+        assert service.issue_invitation_as(session, platform.settings, actor=admin, role="professional",
+                                           professional_id=here.id, establishment_id=shop.id)  # fmt: skip
+        with pytest.raises(Forbidden, match="does not practise"):  # hijacking a professional from elsewhere
+            service.issue_invitation_as(session, platform.settings, actor=admin, role="professional",
+                                        professional_id=there.id, establishment_id=shop.id)  # fmt: skip
         with pytest.raises(Forbidden):  # a role beyond their reach
             service.issue_invitation_as(session, platform.settings, actor=admin, role="platform_operator")
         with pytest.raises(StepUpRequired):

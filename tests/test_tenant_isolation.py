@@ -94,3 +94,18 @@ def test_v8_changing_settings_or_current_role_does_not_change_the_tenant(two_ten
 def test_the_platform_connection_still_sees_every_insurer(two_tenants: Platform) -> None:
     with two_tenants.raw_connection() as conn:
         assert conn.execute("SELECT count(*) FROM beneficiaries").fetchone() == (20,)
+
+
+def test_v8_every_table_with_an_insurer_is_isolated_or_closed_to_tenants(platform: Platform) -> None:
+    """A table added later with an `insurer_id` must get row-level security, or stay out of reach."""
+    with platform.raw_connection() as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity,"
+            " has_table_privilege('rempart_tenant', c.oid, 'SELECT')"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            " AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'insurer_id')"
+        ).fetchall()
+    assert rows
+    exposed = [name for name, forced, readable in rows if readable and not forced]
+    assert exposed == []

@@ -57,7 +57,7 @@ def build_router(platform: Platform) -> APIRouter:
         with platform.session() as session:
             try:
                 caller = apiclients.authenticate_call(
-                    session, authorization=authorization, dpop_proof=dpop, method="GET",
+                    session, platform.keystore, authorization=authorization, dpop_proof=dpop, method="GET",
                     url=f"{origin}{request.url.path}", acting_for=x_acting_rpps,
                 )  # fmt: skip
             except apiclients.InvalidClient as error:

@@ -25,10 +25,13 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from rempart.crypto.keystore import Keystore
 from rempart.db.base import utcnow
 from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
 from rempart.identity.service import CurrentUser, record_event
+from rempart.registry import service as registry
+from rempart.registry.models import Practice
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
 PROOF_MAX_AGE = dt.timedelta(seconds=60)
@@ -46,14 +49,17 @@ class InvalidClient(Exception):
         self.error = error
 
 
-def _import_public(jwk: dict[str, Any]) -> ECKey | OKPKey:
-    if "d" in jwk:
-        raise InvalidClient("invalid_request")  # never accept a private key
-    if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-        return ECKey.import_key(jwk)
-    if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
-        return OKPKey.import_key(jwk)
-    raise InvalidClient("invalid_request")
+def _import_public(jwk: Any, error: str = "invalid_request") -> ECKey | OKPKey:
+    if not isinstance(jwk, dict) or "d" in jwk:
+        raise InvalidClient(error)  # never accept a private key
+    try:
+        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+            return ECKey.import_key(jwk)
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+            return OKPKey.import_key(jwk)
+    except Exception:
+        raise InvalidClient(error) from None
+    raise InvalidClient(error)
 
 
 @requires(Permission.MANAGE_API_CLIENTS, step_up=True)
@@ -99,16 +105,21 @@ def _spend_jti(session: Session, jti: Any, expires_at: dt.datetime, error: str) 
 def _header(token: str) -> dict[str, Any]:
     try:
         segment = token.split(".")[0]
-        header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-        return header
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, IndexError):
         raise InvalidClient("invalid_dpop_proof") from None
+    if not isinstance(header, dict):
+        raise InvalidClient("invalid_dpop_proof")
+    return header
 
 
-def _timestamp(value: Any) -> dt.datetime:
-    if not isinstance(value, int | float):
-        raise InvalidClient("invalid_request")
-    return dt.datetime.fromtimestamp(value, dt.UTC)
+def _timestamp(value: Any, error: str = "invalid_request") -> dt.datetime:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidClient(error)
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidClient(error) from None
 
 
 def verify_dpop_proof(
@@ -124,13 +135,13 @@ def verify_dpop_proof(
         or not isinstance(header.get("jwk"), dict)
     ):
         raise InvalidClient("invalid_dpop_proof")
-    key = _import_public(header["jwk"])
+    key = _import_public(header["jwk"], "invalid_dpop_proof")
     try:
         claims = jwt.decode(proof, key, algorithms=ALGORITHMS).claims
     except (JoseError, ValueError):
         raise InvalidClient("invalid_dpop_proof") from None
     now = utcnow()
-    issued = _timestamp(claims.get("iat"))
+    issued = _timestamp(claims.get("iat"), "invalid_dpop_proof")
     if claims.get("htm") != method or claims.get("htu") != url or abs(now - issued) > PROOF_MAX_AGE:
         raise InvalidClient("invalid_dpop_proof")
     if access_token is not None:
@@ -222,6 +233,7 @@ class ApiCaller:
 
 def authenticate_call(
     session: Session,
+    keystore: Keystore,
     *,
     authorization: str | None,
     dpop_proof: str | None,
@@ -242,6 +254,9 @@ def authenticate_call(
     client = session.get_one(ApiClient, row.client_id)
     if client.revoked_at is not None:
         raise InvalidClient("invalid_token")
-    if not acting_for:
-        raise InvalidClient("invalid_request")  # calls name the professional they act for
-    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), acting_for)
+    # Calls name the professional of this establishment they act for (audit and limits count
+    # per professional): an RPPS registered and practising here.
+    professional = registry.find_professional(session, keystore, identifier=acting_for) if acting_for else None
+    if professional is None or session.get(Practice, (professional.id, client.establishment_id)) is None:
+        raise InvalidClient("invalid_request")
+    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier)

@@ -66,7 +66,10 @@ def _client(settings: Settings, **kwargs: Any) -> OAuth2Client:
 
 def begin(session: Session, settings: Settings) -> tuple[str, str]:
     """Returns (state for the cookie, authorization URL to redirect to)."""
-    document = _discovery(settings)
+    try:
+        document = _discovery(settings)
+    except (httpx.HTTPError, ValueError):
+        raise AuthenticationFailed from None
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)
     session.add(OidcFlow(state_hash=_hash(state), nonce=nonce, code_verifier=verifier,
                          expires_at=utcnow() + dt.timedelta(seconds=FLOW_SECONDS)))  # fmt: skip
@@ -138,8 +141,8 @@ def finish(
     if flow is None or flow.used_at is not None or flow.expires_at <= utcnow():
         raise AuthenticationFailed
     flow.used_at = utcnow()
-    document = _discovery(settings)
     try:
+        document = _discovery(settings)
         with _client(settings) as client:
             tokens = client.fetch_token(document["token_endpoint"], code=code, code_verifier=flow.code_verifier)
             keys = KeySet.import_key_set(httpx.get(document["jwks_uri"], timeout=5).json())
@@ -148,9 +151,11 @@ def finish(
                 nonce=flow.nonce, acr_levels=settings.oidc_acr_levels,
             )  # fmt: skip
             userinfo = client.get(document["userinfo_endpoint"]).json()
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
+    except AuthenticationFailed:
+        raise
+    except Exception as exc:
         raise AuthenticationFailed from exc
-    if userinfo.get("sub") != claims.get("sub"):
+    if not isinstance(userinfo, dict) or userinfo.get("sub") != claims.get("sub"):
         raise AuthenticationFailed
     rpps = rpps_of(userinfo.get("SubjectNameID"))
     professional = registry.find_professional(session, keystore, identifier=rpps) if rpps else None

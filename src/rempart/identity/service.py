@@ -180,6 +180,7 @@ def finish_registration(
     invitation = session.get(Invitation, ceremony.invitation_hash, with_for_update=True)
     if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
         raise AuthenticationFailed
+    verified = _verify_registration(session, settings, ceremony, credential)  # before anything is created
     account = Account(
         id=uuid.UUID(bytes=ceremony.user_handle),
         role=invitation.role,
@@ -189,16 +190,14 @@ def finish_registration(
     )
     session.add(account)
     session.flush()
-    passkey = _register_passkey(session, settings, ceremony, credential, account.id, passkey_name)
+    passkey = _store_passkey(session, verified, account.id, passkey_name)
     invitation.used_at = utcnow()
     invitation.account_id = account.id
     session.flush()
     return _open_session(session, settings, account, passkey, method="passkey")
 
 
-def _register_passkey(
-    session: Session, settings: Settings, ceremony: Ceremony, credential: str, account_id: uuid.UUID, name: str
-) -> Passkey:
+def _verify_registration(session: Session, settings: Settings, ceremony: Ceremony, credential: str) -> Any:
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -210,6 +209,13 @@ def _register_passkey(
     except Exception:
         record_event(session, None, "passkey_registration_refused")
         raise AuthenticationFailed from None
+    # Credential ids are chosen by the authenticator: a duplicate is refused, not a crash.
+    if session.scalars(select(Passkey.id).where(Passkey.credential_id == verified.credential_id)).first():
+        raise AuthenticationFailed
+    return verified
+
+
+def _store_passkey(session: Session, verified: Any, account_id: uuid.UUID, name: str) -> Passkey:
     passkey = Passkey(
         account_id=account_id,
         credential_id=verified.credential_id,
@@ -223,6 +229,12 @@ def _register_passkey(
     session.flush()
     record_event(session, account_id, "passkey_added", passkey=str(passkey.id), name=passkey.name)
     return passkey
+
+
+def _register_passkey(
+    session: Session, settings: Settings, ceremony: Ceremony, credential: str, account_id: uuid.UUID, name: str
+) -> Passkey:
+    return _store_passkey(session, _verify_registration(session, settings, ceremony, credential), account_id, name)
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -380,7 +392,7 @@ def finish_add_passkey(
     return passkey.id
 
 
-@requires(Permission.OWN_ACCOUNT)
+@requires(Permission.OWN_ACCOUNT, step_up=True)
 def revoke_passkey(session: Session, *, actor: CurrentUser, passkey_id: uuid.UUID) -> None:
     passkeys = _account_passkeys(session, actor.account_id)
     target = next((p for p in passkeys if p.id == passkey_id), None)
@@ -390,6 +402,14 @@ def revoke_passkey(session: Session, *, actor: CurrentUser, passkey_id: uuid.UUI
         raise Forbidden("the last passkey of an account cannot be revoked: add another one first")
     target.revoked_at = utcnow()
     record_event(session, actor.account_id, "passkey_revoked", passkey=str(passkey_id), name=target.name)
+
+
+def _practises_at(session: Session, professional_id: uuid.UUID | None, establishment_id: uuid.UUID | None) -> bool:
+    from rempart.registry.models import Practice
+
+    if professional_id is None or establishment_id is None:
+        return False
+    return session.get(Practice, (professional_id, establishment_id)) is not None
 
 
 def issue_invitation_as(
@@ -411,6 +431,8 @@ def issue_invitation_as(
         check(actor, Permission.INVITE_IN_ESTABLISHMENT, step_up=True)
         if role not in ("professional", "establishment_admin") or establishment_id != actor.establishment_id:
             raise Forbidden("an establishment administrator invites for their own establishment only")
+        if role == "professional" and not _practises_at(session, professional_id, establishment_id):
+            raise Forbidden("this professional does not practise in your establishment")
     token = issue_invitation(
         session, settings, role=role, professional_id=professional_id, establishment_id=establishment_id,
         insurer_id=insurer_id, issued_by=actor.account_id,
@@ -435,7 +457,9 @@ def _open_session(
             method=method,
             last_seen_at=now,
             expires_at=now + dt.timedelta(hours=settings.session_absolute_hours),
-            step_up_at=now,
+            # Only a passkey assertion counts as a fresh confirmation (not a federated login,
+            # not a recovery code).
+            step_up_at=now if method == "passkey" else None,
         )
     )
     record_event(session, account.id, "login", method=method)
@@ -614,6 +638,7 @@ def begin_recovery(session: Session, settings: Settings, *, code: str) -> tuple[
     else:
         _hasher.hash(secret or "x")  # same work on every path: timing says nothing
     if not valid or row is None:
+        record_event(session, row.account_id if row is not None else None, "recovery_code_refused")
         raise AuthenticationFailed
     row.used_at = utcnow()
     account = session.get_one(Account, row.account_id)
@@ -657,6 +682,8 @@ def finish_recovery(
 ) -> NewSession:
     ceremony = _take_ceremony(session, ceremony_token, "recover")
     assert ceremony.account_id is not None
+    if session.get_one(Account, ceremony.account_id).disabled_at is not None:
+        raise AuthenticationFailed
     passkey = _register_passkey(session, settings, ceremony, credential, ceremony.account_id, passkey_name)
     return _open_session(session, settings, session.get_one(Account, ceremony.account_id), passkey, method="recovery")
 

@@ -209,6 +209,8 @@ def build_router(platform: Platform) -> APIRouter:
         user = current(request, session)
         try:
             service.revoke_passkey(session, actor=user, passkey_id=passkey_id)
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
         except Forbidden as exc:
             raise HTTPException(status_code=403, detail=str(exc)) from None
         session.commit()
@@ -233,7 +235,7 @@ def build_router(platform: Platform) -> APIRouter:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    @router.get("/auth/psc/start")
+    @router.get("/auth/psc/start", dependencies=[login_limit])
     def psc_start(session: Session = Depends(db)) -> Response:
         """Log in with Pro Santé Connect (CPS card or e-CPS)."""
         try:
@@ -272,7 +274,7 @@ def build_router(platform: Platform) -> APIRouter:
         try:
             ceremony, options = service.begin_recovery(session, settings, code=body.code)
         except service.AuthenticationFailed:
-            session.rollback()
+            session.commit()  # the refused attempt is recorded
             raise failed() from None
         session.commit()
         return ceremony_reply(ceremony, options)

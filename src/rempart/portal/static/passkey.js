@@ -114,7 +114,7 @@ async function addPasskey() {
 
 async function revokePasskey(event) {
   try {
-    const done = await post(`/account/passkeys/${event.target.dataset.passkey}/revoke`);
+    const done = await withStepUp(`/account/passkeys/${event.target.dataset.passkey}/revoke`);
     location.assign(done.redirect);
   } catch (error) {
     say(error.message);
