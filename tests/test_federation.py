@@ -28,7 +28,8 @@ from rempart.identity import federation
 from rempart.identity.service import AuthenticationFailed
 from rempart.platform import Platform, open_platform
 from rempart.registry import service as registry
-from rempart.registry.identifiers import make_rpps
+from rempart.registry.identifiers import make_finess, make_rpps
+from rempart.registry.models import Practice
 from rempart.settings import Settings
 
 from portal_server import BROWSER_ARGS, free_port, serve
@@ -36,6 +37,7 @@ from portal_server import BROWSER_ARGS, free_port, serve
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 OIDC_DIR = Path(__file__).parent / "oidc"
 RPPS = make_rpps("1000777888")
+SECOND_FINESS = make_finess("13000001")
 SIGNING_KEY = RSAKey.generate_key(2048, parameters={"kid": "psc-test", "use": "sig", "alg": "RS256"})
 
 
@@ -49,7 +51,8 @@ def start_provider(port: int, redirect_uri: str, acr: str) -> subprocess.Popen[s
         "account_claims": {
             "given_name": "Anne", "family_name": "Durand", "SubjectNameID": "8" + RPPS,
             "SubjectRefPro": {"exercices": [{"codeProfession": "21", "activities": [
-                {"numeroFinessEtablissement": "750712184", "raisonSocialeSite": "Pharmacie du Port"}]}]},
+                {"numeroFinessEtablissement": "750712184", "raisonSocialeSite": "Pharmacie du Port"},
+                {"numeroFinessEtablissement": SECOND_FINESS, "raisonSocialeSite": "Pharmacie de la Gare"}]}]},
         },
     }  # fmt: skip
     process = subprocess.Popen(
@@ -99,7 +102,7 @@ def browser() -> Iterator[Browser]:
 
 
 def test_v10_login_through_the_provider(federated: tuple[Platform, str, str], browser: Browser) -> None:
-    _, origin, acr = federated
+    platform, origin, acr = federated
     page = browser.new_context().new_page()
     page.goto(f"{origin}/login")
     page.click("#psc")
@@ -107,6 +110,22 @@ def test_v10_login_through_the_provider(federated: tuple[Platform, str, str], br
     if acr == "eidas1":
         assert page.url == f"{origin}/account"
         assert "professional" in page.inner_text("#role")
+        assert "Pharmacie du Port" in page.inner_text("#establishment")  # the one place the registry knows
+        # Now the registry also has them at the second place SubjectRefPro names: they pick one.
+        with platform.session() as session:
+            gare = registry.register_establishment(session, name="Pharmacie de la Gare", kind="pharmacy",
+                                                   finess=SECOND_FINESS)  # fmt: skip
+            pro = registry.find_professional(session, platform.keystore, identifier=RPPS)
+            assert pro is not None
+            session.add(Practice(professional_id=pro.id, establishment_id=gare.id))
+            session.commit()
+        page.click("#logout")
+        page.wait_for_url(f"{origin}/login")
+        page.click("#psc")
+        page.wait_for_url(f"{origin}/account/establishment")
+        page.get_by_text("Pharmacie de la Gare").click()
+        page.wait_for_url(f"{origin}/account")
+        assert "Pharmacie de la Gare" in page.inner_text("#establishment")
     else:  # a password-level login is not enough for a professional
         assert "/auth/psc/callback" in page.url
         assert "authentication failed" in page.content()

@@ -130,6 +130,7 @@ def rpps_of(subject_name_id: Any) -> str | None:
 class FederatedLogin:
     session: NewSession
     account_id: uuid.UUID
+    must_choose: bool = False
 
 
 def finish(
@@ -172,4 +173,36 @@ def finish(
         record_event(session, account.id, "account_created", method="oidc")
     if account.disabled_at is not None:
         raise AuthenticationFailed
-    return FederatedLogin(_open_session(session, settings, account, None, method="oidc"), account.id)
+    places = _places_of_practice(session, professional.id, userinfo.get("SubjectRefPro"))
+    chosen = places[0] if len(places) == 1 else None
+    opened = _open_session(
+        session, settings, account, None, method="oidc", establishment_id=chosen,
+        choices=places if len(places) > 1 else None,
+    )  # fmt: skip
+    return FederatedLogin(opened, account.id, must_choose=len(places) > 1)
+
+
+def _places_of_practice(session: Session, professional_id: uuid.UUID, ref_pro: Any) -> list[uuid.UUID]:
+    """Establishments named in SubjectRefPro (FINESS or SIRET) where the registry has this
+    professional practising: one login may map to several billing entities."""
+    from rempart.registry.models import Establishment, Practice
+
+    numbers: set[str] = set()
+    exercices = ref_pro.get("exercices") if isinstance(ref_pro, dict) else None
+    for exercice in exercices if isinstance(exercices, list) else []:
+        activities = exercice.get("activities") if isinstance(exercice, dict) else None
+        for activity in activities if isinstance(activities, list) else []:
+            if isinstance(activity, dict):
+                for field in ("numeroFinessEtablissement", "numeroFinessSite", "numeroSiretSite"):
+                    if isinstance(activity.get(field), str):
+                        numbers.add(activity[field])
+    if not numbers:
+        return []
+    rows = session.scalars(
+        select(Establishment.id)
+        .join(Practice, Practice.establishment_id == Establishment.id)
+        .where(Practice.professional_id == professional_id)
+        .where((Establishment.finess.in_(numbers)) | (Establishment.siret.in_(numbers)))
+        .order_by(Establishment.name)
+    )
+    return list(rows)

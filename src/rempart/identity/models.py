@@ -101,6 +101,9 @@ class LoginSession(Base, Timestamped):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     step_up_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The billing entity this session acts for, when the login named several (federation).
+    establishment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("establishments.id"))
+    establishment_choices: Mapped[list[str] | None] = mapped_column(JSONB)
 
 
 class Invitation(Base, Timestamped):

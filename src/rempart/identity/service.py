@@ -445,7 +445,14 @@ def issue_invitation_as(
 
 
 def _open_session(
-    session: Session, settings: Settings, account: Account, passkey: Passkey | None, *, method: str
+    session: Session,
+    settings: Settings,
+    account: Account,
+    passkey: Passkey | None,
+    *,
+    method: str,
+    establishment_id: uuid.UUID | None = None,
+    choices: list[uuid.UUID] | None = None,
 ) -> NewSession:
     token = _new_token()
     now = utcnow()
@@ -460,6 +467,8 @@ def _open_session(
             # Only a passkey assertion counts as a fresh confirmation (not a federated login,
             # not a recovery code).
             step_up_at=now if method == "passkey" else None,
+            establishment_id=establishment_id,
+            establishment_choices=[str(c) for c in choices] if choices else None,
         )
     )
     record_event(session, account.id, "login", method=method)
@@ -477,6 +486,7 @@ class CurrentUser:
     session_started: dt.datetime
     step_up_at: dt.datetime | None
     session_key: bytes
+    must_choose_establishment: bool = False
 
 
 def authenticate(
@@ -498,8 +508,9 @@ def authenticate(
         return None
     row.last_seen_at = now
     return CurrentUser(
-        account.id, account.role, account.professional_id, account.establishment_id, account.insurer_id,
-        row.created_at, row.step_up_at, row.token_hash,
+        account.id, account.role, account.professional_id, row.establishment_id or account.establishment_id,
+        account.insurer_id, row.created_at, row.step_up_at, row.token_hash,
+        bool(row.establishment_choices) and row.establishment_id is None,
     )  # fmt: skip
 
 
@@ -705,3 +716,21 @@ def notices_for(session: Session, *, account_id: uuid.UUID) -> list[str]:
     return list(
         session.scalars(select(Notice.text).where(Notice.account_id == account_id).order_by(Notice.created_at.desc()))
     )
+
+
+def establishment_choices(session: Session, *, actor: CurrentUser) -> list[tuple[uuid.UUID, str]]:
+    """The places of practice a federated login named, to pick the one this session acts for."""
+    from rempart.registry.models import Establishment
+
+    row = session.get_one(LoginSession, actor.session_key)
+    ids = [uuid.UUID(c) for c in row.establishment_choices or []]
+    names = dict(session.execute(select(Establishment.id, Establishment.name).where(Establishment.id.in_(ids))).all())
+    return [(i, names[i]) for i in ids if i in names]
+
+
+def choose_establishment(session: Session, *, actor: CurrentUser, establishment_id: uuid.UUID) -> None:
+    row = session.get_one(LoginSession, actor.session_key)
+    if str(establishment_id) not in (row.establishment_choices or []):
+        raise Forbidden("not one of your places of practice")
+    row.establishment_id = establishment_id
+    record_event(session, actor.account_id, "establishment_chosen", establishment=str(establishment_id))

@@ -260,7 +260,7 @@ def build_router(platform: Platform) -> APIRouter:
             session.commit()
             raise failed() from None
         session.commit()
-        response = RedirectResponse("/account", status_code=303)
+        response = RedirectResponse("/account/establishment" if login.must_choose else "/account", status_code=303)
         set_cookie(response, SESSION_COOKIE, login.session.token, settings.session_absolute_hours * 3600)
         response.delete_cookie(OIDC_COOKIE, path="/auth/psc/")
         return response
@@ -324,17 +324,43 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return JSONResponse({"link": service.invitation_link(settings, token)})
 
+    @router.get("/account/establishment", response_class=HTMLResponse)
+    def establishment_page(request: Request, session: Session = Depends(db)) -> Response:
+        user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        choices = service.establishment_choices(session, actor=user)
+        return TEMPLATES.TemplateResponse(
+            request, "establishment.html", {"title": "Choisir l'établissement", "choices": choices}
+        )
+
+    @router.post("/account/establishment/{establishment_id}")
+    def choose(establishment_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            service.choose_establishment(session, actor=user, establishment_id=establishment_id)
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        session.commit()
+        return JSONResponse({"redirect": "/account"})
+
     @router.get("/account", response_class=HTMLResponse)
     def account(request: Request, session: Session = Depends(db)) -> Response:
         user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
         session.commit()
         if user is None:
             return RedirectResponse("/login", status_code=303)
+        if user.must_choose_establishment:
+            return RedirectResponse("/account/establishment", status_code=303)
         page = service.account_page(session, account_id=user.account_id)
         notices = service.notices_for(session, account_id=user.account_id)
         can_invite = allowed(user, Permission.INVITE_IN_ESTABLISHMENT)
         return TEMPLATES.TemplateResponse(
-            request, "account.html", {"title": "Mon compte", "page": page, "notices": notices, "can_invite": can_invite}
-        )
+            request,
+            "account.html",
+            {"title": "Mon compte", "page": page, "notices": notices, "can_invite": can_invite,
+             "establishment": registry.establishment_name(session, user.establishment_id)},
+        )  # fmt: skip
 
     return router

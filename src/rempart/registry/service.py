@@ -202,6 +202,13 @@ def register_establishment(
     return establishment
 
 
+def establishment_name(session: Session, establishment_id: uuid.UUID | None) -> str | None:
+    if establishment_id is None:
+        return None
+    establishment = session.get(Establishment, establishment_id)
+    return None if establishment is None else establishment.name
+
+
 def ensure_platform_keys(session: Session, keystore: Keystore) -> None:
     keystore.create_owner_keys(session, kek_name=PLATFORM_KEK, insurer_id=None)
 

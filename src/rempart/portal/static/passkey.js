@@ -173,6 +173,11 @@ async function revokeSession(event) {
   location.assign(done.redirect);
 }
 
+async function chooseEstablishment(event) {
+  const done = await post(`/account/establishment/${event.target.dataset.establishment}`).catch(() => null);
+  if (done) location.assign(done.redirect); else say("Choix refusé.");
+}
+
 async function revokeSessions() {
   const done = await post("/account/sessions/revoke").catch(() => ({ redirect: "/login" }));
   location.assign(done.redirect);
@@ -195,4 +200,5 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("invite", invite);
   for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
   for (const el of document.querySelectorAll(".revoke-session")) el.addEventListener("click", revokeSession);
+  for (const el of document.querySelectorAll(".choose-establishment")) el.addEventListener("click", chooseEstablishment);
 });

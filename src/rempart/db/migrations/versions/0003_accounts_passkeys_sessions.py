@@ -240,8 +240,13 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("step_up_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("establishment_id", sa.Uuid(), nullable=True),
+        sa.Column("establishment_choices", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_login_sessions_account_id_accounts")),
+        sa.ForeignKeyConstraint(
+            ["establishment_id"], ["establishments.id"], name=op.f("fk_login_sessions_establishment_id_establishments")
+        ),
         sa.ForeignKeyConstraint(["passkey_id"], ["passkeys.id"], name=op.f("fk_login_sessions_passkey_id_passkeys")),
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_login_sessions")),
     )
