@@ -122,38 +122,60 @@ def invitation_link(settings: Settings, token: str) -> str:
 # -- registration ----------------------------------------------------------------------------
 
 
+def _registration_ceremony(
+    session: Session,
+    settings: Settings,
+    *,
+    kind: str,
+    user_id: uuid.UUID,
+    role: str,
+    exclude: list[bytes] | None = None,
+    **ceremony_fields: Any,
+) -> tuple[str, str]:
+    """Options for creating a passkey (user verification and a resident key required), and the
+    single-use ceremony that will check the answer. The WebAuthn user handle is the account id."""
+    options = generate_registration_options(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name,
+        user_id=user_id.bytes,
+        user_name=f"{role}-{user_id.hex[:8]}",
+        user_display_name=f"Rempart · {role}",
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in exclude or []],
+        timeout=CEREMONY_SECONDS * 1000,
+    )
+    return _new_ceremony(
+        session, kind, options.challenge, user_handle=user_id.bytes, **ceremony_fields
+    ), options_to_json(options)
+
+
+def _new_ceremony(session: Session, kind: str, challenge: bytes, **fields: Any) -> str:
+    token = _new_token()
+    session.add(
+        Ceremony(
+            token_hash=_hash(token),
+            kind=kind,
+            challenge=challenge,
+            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
+            **fields,
+        )
+    )
+    session.flush()
+    return token
+
+
 def begin_registration(session: Session, settings: Settings, *, invitation_token: str) -> tuple[str, str]:
     """Start enrolling a passkey from an invitation: returns (ceremony token, options JSON)."""
     invitation = session.get(Invitation, _hash(invitation_token))
     if invitation is None or invitation.used_at is not None or invitation.expires_at <= utcnow():
         raise AuthenticationFailed
-    user_id = uuid.uuid4()
-    options = generate_registration_options(
-        rp_id=settings.webauthn_rp_id,
-        rp_name=settings.webauthn_rp_name,
-        user_id=user_id.bytes,
-        user_name=f"{invitation.role}-{user_id.hex[:8]}",
-        user_display_name=f"Rempart · {invitation.role}",
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        ),
-        timeout=CEREMONY_SECONDS * 1000,
-    )
-    ceremony = _new_token()
-    session.add(
-        Ceremony(
-            token_hash=_hash(ceremony),
-            kind="register",
-            challenge=options.challenge,
-            invitation_hash=invitation.token_hash,
-            # The WebAuthn user handle becomes the account's id.
-            user_handle=user_id.bytes,
-            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
-        )
-    )
-    session.flush()
-    return ceremony, options_to_json(options)
+    return _registration_ceremony(
+        session, settings, kind="register", user_id=uuid.uuid4(), role=invitation.role,
+        invitation_hash=invitation.token_hash,
+    )  # fmt: skip
 
 
 def _take_ceremony(session: Session, token: str | None, kind: str) -> Ceremony:
@@ -247,17 +269,7 @@ def begin_login(session: Session, settings: Settings) -> tuple[str, str]:
         user_verification=UserVerificationRequirement.REQUIRED,
         timeout=CEREMONY_SECONDS * 1000,
     )
-    ceremony = _new_token()
-    session.add(
-        Ceremony(
-            token_hash=_hash(ceremony),
-            kind="login",
-            challenge=options.challenge,
-            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
-        )
-    )
-    session.flush()
-    return ceremony, options_to_json(options)
+    return _new_ceremony(session, "login", options.challenge), options_to_json(options)
 
 
 def _verify_assertion(
@@ -322,18 +334,7 @@ def begin_step_up(session: Session, settings: Settings, *, actor: CurrentUser) -
         ],
         timeout=CEREMONY_SECONDS * 1000,
     )
-    ceremony = _new_token()
-    session.add(
-        Ceremony(
-            token_hash=_hash(ceremony),
-            kind="stepup",
-            challenge=options.challenge,
-            account_id=actor.account_id,
-            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
-        )
-    )
-    session.flush()
-    return ceremony, options_to_json(options)
+    return _new_ceremony(session, "stepup", options.challenge, account_id=actor.account_id), options_to_json(options)
 
 
 def finish_step_up(
@@ -352,33 +353,11 @@ def finish_step_up(
 
 @requires(Permission.OWN_ACCOUNT, step_up=True)
 def begin_add_passkey(session: Session, settings: Settings, *, actor: CurrentUser) -> tuple[str, str]:
-    existing = _account_passkeys(session, actor.account_id)
-    options = generate_registration_options(
-        rp_id=settings.webauthn_rp_id,
-        rp_name=settings.webauthn_rp_name,
-        user_id=actor.account_id.bytes,
-        user_name=f"{actor.role}-{actor.account_id.hex[:8]}",
-        user_display_name=f"Rempart · {actor.role}",
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        ),
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in existing],
-        timeout=CEREMONY_SECONDS * 1000,
-    )
-    ceremony = _new_token()
-    session.add(
-        Ceremony(
-            token_hash=_hash(ceremony),
-            kind="add",
-            challenge=options.challenge,
-            account_id=actor.account_id,
-            user_handle=actor.account_id.bytes,
-            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
-        )
-    )
-    session.flush()
-    return ceremony, options_to_json(options)
+    existing = [p.credential_id for p in _account_passkeys(session, actor.account_id)]
+    return _registration_ceremony(
+        session, settings, kind="add", user_id=actor.account_id, role=actor.role, exclude=existing,
+        account_id=actor.account_id,
+    )  # fmt: skip
 
 
 @requires(Permission.OWN_ACCOUNT, step_up=True)
@@ -661,31 +640,9 @@ def begin_recovery(session: Session, settings: Settings, *, code: str) -> tuple[
     session.add(Notice(account_id=account.id, kind="recovery_code_used", text=text))
     for admin_id in _administrators_of(session, account):
         session.add(Notice(account_id=admin_id, kind="recovery_code_used_by_member", text=text))
-    options = generate_registration_options(
-        rp_id=settings.webauthn_rp_id,
-        rp_name=settings.webauthn_rp_name,
-        user_id=account.id.bytes,
-        user_name=f"{account.role}-{account.id.hex[:8]}",
-        user_display_name=f"Rempart · {account.role}",
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        ),
-        timeout=CEREMONY_SECONDS * 1000,
+    return _registration_ceremony(
+        session, settings, kind="recover", user_id=account.id, role=account.role, account_id=account.id
     )
-    ceremony = _new_token()
-    session.add(
-        Ceremony(
-            token_hash=_hash(ceremony),
-            kind="recover",
-            challenge=options.challenge,
-            account_id=account.id,
-            user_handle=account.id.bytes,
-            expires_at=utcnow() + dt.timedelta(seconds=CEREMONY_SECONDS),
-        )
-    )
-    session.flush()
-    return ceremony, options_to_json(options)
 
 
 def finish_recovery(
