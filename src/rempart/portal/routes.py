@@ -70,6 +70,12 @@ def build_router(platform: Platform) -> APIRouter:
     def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, httponly=True, secure=True, samesite="strict", path="/")
 
+    def ceremony_reply(ceremony: str, options: str) -> Response:
+        """WebAuthn options, with the single-use ceremony token in a short-lived cookie."""
+        response = Response(options, media_type="application/json")
+        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
+        return response
+
     def failed() -> HTTPException:
         return HTTPException(status_code=400, detail="authentication failed")
 
@@ -88,9 +94,7 @@ def build_router(platform: Platform) -> APIRouter:
         except service.AuthenticationFailed:
             raise failed() from None
         session.commit()
-        response = Response(options, media_type="application/json")
-        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
-        return response
+        return ceremony_reply(ceremony, options)
 
     @router.post("/auth/register/verify", dependencies=[enrol_limit])
     def register_verify(body: RegisterIn, request: Request, session: Session = Depends(db)) -> Response:
@@ -112,9 +116,7 @@ def build_router(platform: Platform) -> APIRouter:
     def login_options(session: Session = Depends(db)) -> Response:
         ceremony, options = service.begin_login(session, settings)
         session.commit()
-        response = Response(options, media_type="application/json")
-        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
-        return response
+        return ceremony_reply(ceremony, options)
 
     @router.post("/auth/login/verify", dependencies=[login_limit])
     def login_verify(body: LoginIn, request: Request, session: Session = Depends(db)) -> Response:
@@ -151,11 +153,6 @@ def build_router(platform: Platform) -> APIRouter:
         if user is None:
             raise HTTPException(status_code=401, detail="not logged in")
         return user
-
-    def ceremony_reply(ceremony: str, options: str) -> Response:
-        response = Response(options, media_type="application/json")
-        set_cookie(response, CEREMONY_COOKIE, ceremony, service.CEREMONY_SECONDS)
-        return response
 
     @router.post("/auth/step-up/options")
     def step_up_options(request: Request, session: Session = Depends(db)) -> Response:

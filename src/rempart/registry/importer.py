@@ -25,7 +25,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, NamedTuple
 
@@ -953,6 +953,3 @@ def _record(
 
 class _Rollback(Exception):
     pass
-
-
-__all__ = ["ImportOptions", "ImportRefused", "ImportResult", "import_beneficiaries", "replace"]
