@@ -279,3 +279,40 @@ def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Pla
     with platform.session() as session:
         accounts = session.scalars(select(Account).where(Account.establishment_id == shop.id)).all()
         assert len(accounts) == 2
+
+
+def test_v8_an_administrator_registers_practice_software_in_the_portal(
+    portal: tuple[Platform, str], browser: Browser
+) -> None:
+    import json
+
+    from joserfc.jwk import ECKey
+
+    from rempart.registry import service as registry
+
+    platform, origin = portal
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie du Port", kind="pharmacy", finess="750712184")
+        token = service.issue_invitation(
+            session, platform.settings, role="establishment_admin", establishment_id=shop.id
+        )
+        session.commit()
+    page = browser.new_context().new_page()
+    with_authenticator(page)
+    page.goto(f"{origin}/enrol#{token}")
+    page.click("#enrol")
+    page.wait_for_url(f"{origin}/account")
+    page.click("#api-clients-link")
+    page.wait_for_url(f"{origin}/account/api-clients")
+    key = ECKey.generate_key("P-256")
+    page.fill("#client-jwk", json.dumps(key.as_dict(private=False)))
+    page.uncheck("#client-scopes input[value=agreements]")
+    page.click("#register-client")
+    expect(page.locator("#client-created")).to_contain_text("Identifiant du logiciel")
+    page.reload()
+    row = page.locator("tr.client")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(str(key.thumbprint()))
+    expect(row).to_contain_text("eligibility, invoices")
+    page.click(".revoke-client")
+    expect(page.locator("tr.client .state")).to_contain_text("révoqué")

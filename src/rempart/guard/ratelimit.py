@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -24,6 +25,11 @@ class Limit:
 LOGIN = Limit("login", 30, dt.timedelta(minutes=1))
 ENROL = Limit("enrol", 10, dt.timedelta(minutes=10))
 RECOVERY = Limit("recovery", 5, dt.timedelta(hours=1))
+# Sensitive account actions (invitations, API clients, IBAN changes, break-glass, recovery
+# codes), counted per account. An account recovered with a recovery code gets a tenth of it
+# for a day: whoever stole a code cannot use the account to fan out.
+SENSITIVE = Limit("sensitive", 20, dt.timedelta(hours=1))
+REDUCED_SHARE = 10
 
 
 class RateLimited(Exception):
@@ -32,8 +38,11 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
-    """Count one request of `subject` (e.g. a client address) against `limit`; raise when over."""
+def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None, commit: bool = True) -> None:
+    """Count one request of `subject` (e.g. a client address) against `limit`; raise when over.
+
+    With `commit=False` the count joins the caller's transaction (an action refused later in
+    it is not counted)."""
     now = now or dt.datetime.now(dt.UTC)
     seconds = int(limit.window.total_seconds())
     start = dt.datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, dt.UTC)
@@ -47,6 +56,23 @@ def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None
         {"key": key, "start": start},
     ).scalar_one()
     session.execute(text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)})
-    session.commit()
+    if commit:
+        session.commit()
     if count > limit.hits:
         raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
+
+
+def hit_account(
+    session: Session,
+    limit: Limit,
+    account_id: uuid.UUID,
+    *,
+    reduced_until: dt.datetime | None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Count one action of an account, in the caller's transaction; an account under reduced
+    limits (after a recovery code) gets `1/REDUCED_SHARE` of the allowance."""
+    now = now or dt.datetime.now(dt.UTC)
+    if reduced_until is not None and reduced_until > now:
+        limit = Limit(limit.name, max(1, limit.hits // REDUCED_SHARE), limit.window)
+    hit(session, limit, f"account:{account_id}", now=now, commit=False)

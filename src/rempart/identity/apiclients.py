@@ -21,7 +21,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from rempart.crypto.keystore import Keystore
 from rempart.db.base import utcnow
 from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
-from rempart.identity.service import CurrentUser, record_event
+from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
 from rempart.registry import service as registry
 from rempart.registry.models import Practice
 
@@ -72,6 +72,7 @@ def register_client(
     if not scopes or not set(scopes) <= SCOPES:
         raise Forbidden(f"scopes must be among {sorted(SCOPES)}")
     _import_public(public_jwk)
+    spend_sensitive_quota(session, actor)
     client = ApiClient(
         establishment_id=establishment_id, public_jwk=public_jwk, scopes=scopes, created_by=actor.account_id
     )
@@ -79,6 +80,28 @@ def register_client(
     session.flush()
     record_event(session, actor.account_id, "api_client_created", client=str(client.id))
     return client.id
+
+
+@dataclass(frozen=True)
+class ClientView:
+    id: uuid.UUID
+    created_at: dt.datetime
+    scopes: tuple[str, ...]
+    key_thumbprint: str  # RFC 7638, what the administrator compares with the software's settings
+    revoked_at: dt.datetime | None
+
+
+@requires(Permission.MANAGE_API_CLIENTS)
+def list_clients(session: Session, *, actor: CurrentUser) -> list[ClientView]:
+    """The practice software registered for the administrator's establishment, newest first."""
+    query = select(ApiClient).where(ApiClient.establishment_id == actor.establishment_id)
+    rows = session.scalars(query.order_by(ApiClient.created_at.desc())).all()
+    return [
+        ClientView(
+            row.id, row.created_at, tuple(row.scopes), str(_import_public(row.public_jwk).thumbprint()), row.revoked_at
+        )
+        for row in rows
+    ]
 
 
 @requires(Permission.MANAGE_API_CLIENTS)

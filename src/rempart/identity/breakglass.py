@@ -17,7 +17,7 @@ from rempart.crypto.keystore import Keystore
 from rempart.db.base import utcnow
 from rempart.identity.models import Account, BreakGlassGrant, Notice
 from rempart.identity.permissions import Forbidden, Permission, requires
-from rempart.identity.service import CurrentUser, record_event
+from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary, Insurer
 
@@ -33,6 +33,7 @@ def open_break_glass(session: Session, *, actor: CurrentUser, beneficiary_id: uu
     beneficiary = session.get(Beneficiary, beneficiary_id)
     if beneficiary is None or (actor.insurer_id is not None and beneficiary.insurer_id != actor.insurer_id):
         raise Forbidden("no such beneficiary for you")
+    spend_sensitive_quota(session, actor)
     grant = BreakGlassGrant(
         account_id=actor.account_id, beneficiary_id=beneficiary_id, reason=reason, expires_at=utcnow() + GRANT_DURATION
     )

@@ -37,6 +37,7 @@ from webauthn.helpers.structs import (
 )
 
 from rempart.db.base import utcnow
+from rempart.guard import ratelimit
 from rempart.identity.models import (
     ROLES,
     Account,
@@ -412,6 +413,7 @@ def issue_invitation_as(
             raise Forbidden("an establishment administrator invites for their own establishment only")
         if role == "professional" and not _practises_at(session, professional_id, establishment_id):
             raise Forbidden("this professional does not practise in your establishment")
+    spend_sensitive_quota(session, actor)
     token = issue_invitation(
         session, settings, role=role, professional_id=professional_id, establishment_id=establishment_id,
         insurer_id=insurer_id, issued_by=actor.account_id,
@@ -466,6 +468,12 @@ class CurrentUser:
     step_up_at: dt.datetime | None
     session_key: bytes
     must_choose_establishment: bool = False
+    reduced_limits_until: dt.datetime | None = None
+
+
+def spend_sensitive_quota(session: Session, actor: CurrentUser) -> None:
+    """Count a sensitive action against the actor's hourly allowance (reduced after a recovery)."""
+    ratelimit.hit_account(session, ratelimit.SENSITIVE, actor.account_id, reduced_until=actor.reduced_limits_until)
 
 
 def authenticate(
@@ -489,7 +497,7 @@ def authenticate(
     return CurrentUser(
         account.id, account.role, account.professional_id, row.establishment_id or account.establishment_id,
         account.insurer_id, row.created_at, row.step_up_at, row.token_hash,
-        bool(row.establishment_choices) and row.establishment_id is None,
+        bool(row.establishment_choices) and row.establishment_id is None, account.reduced_limits_until,
     )  # fmt: skip
 
 
@@ -598,6 +606,7 @@ _hasher = PasswordHasher()  # argon2id, the library's current parameters
 @requires(Permission.OWN_ACCOUNT, step_up=True)
 def new_recovery_codes(session: Session, *, actor: CurrentUser) -> list[str]:
     """Ten fresh single-use codes, shown once; the previous set stops working."""
+    spend_sensitive_quota(session, actor)
     session.execute(
         update(RecoveryCode)
         .where(RecoveryCode.account_id == actor.account_id, RecoveryCode.used_at.is_(None))
@@ -691,3 +700,32 @@ def choose_establishment(session: Session, *, actor: CurrentUser, establishment_
         raise Forbidden("not one of your places of practice")
     row.establishment_id = establishment_id
     record_event(session, actor.account_id, "establishment_chosen", establishment=str(establishment_id))
+
+
+@dataclass(frozen=True)
+class SecurityEventView:
+    at: dt.datetime
+    kind: str
+    account_id: uuid.UUID | None
+    role: str | None
+    detail: dict[str, Any]
+
+
+@requires(Permission.SECURITY_EVENTS_ALL)
+def all_security_events(
+    session: Session, *, actor: CurrentUser, kind: str | None = None, limit: int = 200
+) -> list[SecurityEventView]:
+    """Every account's security events, newest first, for security officers and the DPO.
+    Events hold account ids and kinds, never personal data."""
+    query = (
+        select(SecurityEvent, Account.role)
+        .outerjoin(Account, Account.id == SecurityEvent.account_id)
+        .order_by(SecurityEvent.at.desc(), SecurityEvent.id.desc())
+        .limit(max(1, min(limit, 1000)))
+    )
+    if kind:
+        query = query.where(SecurityEvent.kind == kind)
+    return [
+        SecurityEventView(event.at, event.kind, event.account_id, role, dict(event.detail or {}))
+        for event, role in session.execute(query).all()
+    ]

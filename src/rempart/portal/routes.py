@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from rempart.guard import ratelimit
-from rempart.identity import federation, service
+from rempart.identity import apiclients, federation, service
 from rempart.identity.permissions import Forbidden, Permission, StepUpRequired, allowed
 from rempart.platform import Platform
 from rempart.registry import service as registry
@@ -46,6 +46,11 @@ class InvitationIn(BaseModel):
 
 class LoginIn(BaseModel):
     credential: dict[str, Any]
+
+
+class ApiClientIn(BaseModel):
+    public_jwk: dict[str, Any]
+    scopes: list[str] = Field(min_length=1, max_length=3)
 
 
 def build_router(platform: Platform) -> APIRouter:
@@ -342,6 +347,72 @@ def build_router(platform: Platform) -> APIRouter:
         session.commit()
         return JSONResponse({"redirect": "/account"})
 
+    def page_user(request: Request, session: Session) -> service.CurrentUser | None:
+        user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
+        session.commit()
+        return user
+
+    @router.get("/account/api-clients", response_class=HTMLResponse)
+    def api_clients_page(request: Request, session: Session = Depends(db)) -> Response:
+        """The establishment administrator's practice software: register a key, revoke one."""
+        user = page_user(request, session)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        try:
+            clients = apiclients.list_clients(session, actor=user)
+        except Forbidden:
+            raise HTTPException(status_code=403, detail="not allowed") from None
+        return TEMPLATES.TemplateResponse(
+            request, "api_clients.html",
+            {"title": "Logiciels de l'établissement", "clients": clients, "scopes": sorted(apiclients.SCOPES),
+             "establishment": registry.establishment_name(session, user.establishment_id)},
+        )  # fmt: skip
+
+    @router.post("/account/api-clients")
+    def register_api_client(body: ApiClientIn, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        if user.establishment_id is None:
+            raise HTTPException(status_code=403, detail="no establishment")
+        try:
+            client_id = apiclients.register_client(
+                session, actor=user, establishment_id=user.establishment_id, public_jwk=body.public_jwk,
+                scopes=body.scopes,
+            )  # fmt: skip
+        except StepUpRequired:
+            raise HTTPException(status_code=403, detail="step_up_required") from None
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        except apiclients.InvalidClient:
+            raise HTTPException(
+                status_code=400, detail="public_jwk: an EC P-256 or Ed25519 public key in JWK form"
+            ) from None
+        session.commit()
+        return JSONResponse({"client_id": str(client_id), "redirect": "/account/api-clients"})
+
+    @router.post("/account/api-clients/{client_id}/revoke")
+    def revoke_api_client(client_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
+        user = current(request, session)
+        try:
+            apiclients.revoke_client(session, actor=user, client_id=client_id)
+        except Forbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        session.commit()
+        return JSONResponse({"redirect": "/account/api-clients"})
+
+    @router.get("/security/events", response_class=HTMLResponse)
+    def security_events_page(request: Request, kind: str = "", session: Session = Depends(db)) -> Response:
+        """Security officers and the DPO: every account's security events."""
+        user = page_user(request, session)
+        if user is None:
+            return RedirectResponse("/login", status_code=303)
+        try:
+            events = service.all_security_events(session, actor=user, kind=kind[:40] or None)
+        except Forbidden:
+            raise HTTPException(status_code=403, detail="not allowed") from None
+        return TEMPLATES.TemplateResponse(
+            request, "security_events.html", {"title": "Événements de sécurité", "events": events, "kind": kind[:40]}
+        )
+
     @router.get("/account", response_class=HTMLResponse)
     def account(request: Request, session: Session = Depends(db)) -> Response:
         user = service.authenticate(session, settings, token=request.cookies.get(SESSION_COOKIE))
@@ -357,6 +428,8 @@ def build_router(platform: Platform) -> APIRouter:
             request,
             "account.html",
             {"title": "Mon compte", "page": page, "notices": notices, "can_invite": can_invite,
+             "can_manage_clients": allowed(user, Permission.MANAGE_API_CLIENTS),
+             "can_see_all_events": allowed(user, Permission.SECURITY_EVENTS_ALL),
              "establishment": registry.establishment_name(session, user.establishment_id)},
         )  # fmt: skip
 

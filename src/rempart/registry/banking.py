@@ -17,7 +17,7 @@ from rempart.crypto import fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore
 from rempart.db.base import utcnow
 from rempart.identity.permissions import Forbidden, Permission, requires
-from rempart.identity.service import CurrentUser, record_event
+from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
 from rempart.registry import identifiers
 from rempart.registry.models import IbanChange, OutboxMessage, Professional
 from rempart.registry.service import RegistryError
@@ -42,6 +42,7 @@ def request_iban_change(
         iban = identifiers.validate_iban(new_iban)
     except identifiers.IdentifierError as exc:
         raise RegistryError(exc.message) from None
+    spend_sensitive_quota(session, actor)
     professional = session.get_one(Professional, actor.professional_id, with_for_update=True)
     key = keystore.active_field_key(session, PLATFORM_KEK)
     change = IbanChange(

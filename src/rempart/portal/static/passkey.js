@@ -168,6 +168,27 @@ async function recover() {
   }
 }
 
+async function registerClient() {
+  try {
+    const public_jwk = JSON.parse(document.getElementById("client-jwk").value);
+    const scopes = [...document.querySelectorAll("#client-scopes input:checked")].map((box) => box.value);
+    const { client_id } = await withStepUp("/account/api-clients", { public_jwk, scopes });
+    document.getElementById("client-created").textContent = `Identifiant du logiciel : ${client_id}`;
+    say("Logiciel enregistré : saisissez cet identifiant dans ses réglages.");
+  } catch (error) {
+    say(`Le logiciel n'a pas été enregistré : ${error.message}`);
+  }
+}
+
+async function revokeClient(event) {
+  try {
+    const done = await post(`/account/api-clients/${event.target.dataset.client}/revoke`);
+    location.assign(done.redirect);
+  } catch (error) {
+    say(error.message);
+  }
+}
+
 async function revokeSession(event) {
   const done = await post(`/account/sessions/${event.target.dataset.session}/revoke`).catch(() => ({ redirect: "/login" }));
   location.assign(done.redirect);
@@ -198,6 +219,8 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("recovery-codes", recoveryCodes);
   bind("recover", recover);
   bind("invite", invite);
+  bind("register-client", registerClient);
+  for (const el of document.querySelectorAll(".revoke-client")) el.addEventListener("click", revokeClient);
   for (const el of document.querySelectorAll(".revoke-passkey")) el.addEventListener("click", revokePasskey);
   for (const el of document.querySelectorAll(".revoke-session")) el.addEventListener("click", revokeSession);
   for (const el of document.querySelectorAll(".choose-establishment")) el.addEventListener("click", chooseEstablishment);
