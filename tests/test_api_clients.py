@@ -144,3 +144,25 @@ def test_v10_client_authentication_is_strict(api: tuple[Platform, str, str]) -> 
     revoked = httpx.get(f"{base}/api/v1/whoami", headers={"Authorization": f"DPoP {token}",
                         "DPoP": proof(dpop_key, "GET", url, token), "X-Acting-RPPS": ACTING})  # fmt: skip
     assert revoked.status_code == 401
+
+
+def test_v10_calls_are_limited_per_professional_and_per_client(
+    api: tuple[Platform, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small ceilings here so the test stays short; the shipped ones are in guard.ratelimit."""
+    from rempart.guard import ratelimit
+
+    monkeypatch.setattr(ratelimit, "API_PROFESSIONAL", ratelimit.Limit("api-professional", 3, ratelimit.LOGIN.window))
+    platform, origin, base = api
+    client_key, dpop_key = OKPKey.generate_key("Ed25519"), ECKey.generate_key("P-256")
+    client_id = register(platform, client_key)
+    token = get_token(base, origin, client_key, client_id, dpop_key).json()["access_token"]
+    url = f"{origin}/api/v1/whoami"
+    statuses = [
+        httpx.get(url.replace(origin, base),
+                  headers={"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING,
+                           "DPoP": proof(dpop_key, "GET", url, token)}).status_code  # fmt: skip
+        for _ in range(7)
+    ]
+    # A fixed window may roll over once in the burst: seven calls still overflow one window.
+    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]

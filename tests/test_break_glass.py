@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_v8_break_glass_needs_reason_step_up_and_alerts(platform: Platform, tmp_
     two_insurers(platform)
     run_import(platform, write_feed(tmp_path / "a.csv", families(1)), amc=AMC_A)
     run_import(platform, write_feed(tmp_path / "b.csv", families(1, first=9)), amc=AMC_B)
-    with platform.session() as session:
+    with platform.session() as session, ExitStack() as stack:
         a = registry.get_insurer(session, AMC_A)
         target = session.scalars(select(Beneficiary).where(Beneficiary.insurer_id == a.id)).first()
         foreign = session.scalars(select(Beneficiary).where(Beneficiary.insurer_id != a.id)).first()
@@ -45,8 +46,10 @@ def test_v8_break_glass_needs_reason_step_up_and_alerts(platform: Platform, tmp_
             return service.CurrentUser(staff_account.id, "insurer_staff", None, None, a.id, utcnow(), step_up, b"")
 
         staff = as_staff(utcnow())
+        data = stack.enter_context(platform.data_session(staff))  # logged in as insurer A's tenant role
         with pytest.raises(Forbidden):  # no grant yet: nothing is read
-            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id)
+            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id,
+                                        data_session=data)  # fmt: skip
         with pytest.raises(Forbidden, match="reason"):
             breakglass.open_break_glass(session, actor=staff, beneficiary_id=target.id, reason="vérif")
         with pytest.raises(StepUpRequired):
@@ -58,11 +61,24 @@ def test_v8_break_glass_needs_reason_step_up_and_alerts(platform: Platform, tmp_
             breakglass.open_break_glass(session, actor=professional, beneficiary_id=target.id, reason=REASON)
 
         breakglass.open_break_glass(session, actor=staff, beneficiary_id=target.id, reason=REASON)
-        view = breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id)
+        view = breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id,
+                                           data_session=data)  # fmt: skip
         assert view.family_name == "Lefebvre"
+        # Even a grant slipped in for another insurer's beneficiary reads nothing: the database
+        # hides that row from insurer A's tenant role.
+        session.add(BreakGlassGrant(account_id=staff_account.id, beneficiary_id=foreign.id, reason=REASON,
+                                    expires_at=utcnow() + dt.timedelta(minutes=5)))  # fmt: skip
+        session.flush()
+        with pytest.raises(Forbidden, match="no such beneficiary"):
+            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=foreign.id,
+                                        data_session=data)  # fmt: skip
+        with pytest.raises(Forbidden, match="tenant connection"):  # staff never read on the platform's connection
+            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id,
+                                        data_session=session)  # fmt: skip
         alerts = session.scalars(select(Notice.text).where(Notice.account_id == officer.id)).all()
         assert len(alerts) == 1 and "Réclamation écrite" in alerts[0]
 
         session.execute(update(BreakGlassGrant).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
         with pytest.raises(Forbidden):  # thirty minutes, then closed
-            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id)
+            breakglass.read_beneficiary(session, platform.keystore, actor=staff, beneficiary_id=target.id,
+                                        data_session=data)  # fmt: skip

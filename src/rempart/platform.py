@@ -5,13 +5,15 @@ Every door (CLI, API, tests) opens one `Platform` and passes its parts to servic
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from rempart.crypto.keystore import Keystore
@@ -20,7 +22,16 @@ from rempart.crypto.provider import KeyProvider
 from rempart.db import migrate
 from rempart.db.engine import make_engine, make_sessionmaker
 from rempart.db.server import check_server_version, libpq_url, resolve_database_url
+from rempart.identity.tenancy import tenant_connection
 from rempart.settings import Settings, get_settings
+
+
+class Caller(Protocol):
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def insurer_id(self) -> uuid.UUID | None: ...
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -42,11 +53,39 @@ class Platform:
     engine: Engine
     sessions: sessionmaker[Session]
     keystore: Keystore
+    _tenant_engines: dict[uuid.UUID, Engine] = field(default_factory=dict)
+    _tenant_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session:
             yield session
+
+    @contextmanager
+    def data_session(self, caller: Caller) -> Iterator[Session]:
+        """Where a caller's reads of registry data run: for insurer staff, a connection logged
+        in as their insurer's tenant role, so row-level security confines every query to that
+        insurer whatever the code asks; for everyone else, the platform's own connection."""
+        if caller.role != "insurer_staff":
+            with self.session() as session:
+                yield session
+            return
+        if caller.insurer_id is None:
+            raise PermissionError("insurer staff without an insurer")
+        with Session(self._tenant_engine(caller.insurer_id)) as session:
+            yield session
+
+    def _tenant_engine(self, insurer_id: uuid.UUID) -> Engine:
+        with self._tenant_lock:
+            engine = self._tenant_engines.get(insurer_id)
+            if engine is None:
+                url = self.url
+                engine = create_engine(
+                    "postgresql+psycopg://", creator=lambda: tenant_connection(url, insurer_id=insurer_id),
+                    pool_size=2, max_overflow=4, pool_pre_ping=True,
+                )  # fmt: skip
+                self._tenant_engines[insurer_id] = engine
+            return engine
 
     @contextmanager
     def raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -56,6 +95,8 @@ class Platform:
 
     def close(self) -> None:
         self.engine.dispose()
+        for engine in self._tenant_engines.values():
+            engine.dispose()
 
 
 def open_platform(settings: Settings | None = None, *, run_migrations: bool = True) -> Platform:

@@ -30,6 +30,10 @@ RECOVERY = Limit("recovery", 5, dt.timedelta(hours=1))
 # for a day: whoever stole a code cannot use the account to fan out.
 SENSITIVE = Limit("sensitive", 20, dt.timedelta(hours=1))
 REDUCED_SHARE = 10
+# API calls of practice software, counted per client and per professional it acts for: one
+# stolen client key, or one professional named by many clients, hits a ceiling either way.
+API_CLIENT = Limit("api-client", 600, dt.timedelta(minutes=1))
+API_PROFESSIONAL = Limit("api-professional", 300, dt.timedelta(minutes=1))
 
 
 class RateLimited(Exception):

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from rempart.crypto.keystore import Keystore
 from rempart.db.base import utcnow
+from rempart.guard import ratelimit
 from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
 from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
@@ -282,4 +283,6 @@ def authenticate_call(
     professional = registry.find_professional(session, keystore, identifier=acting_for) if acting_for else None
     if professional is None or session.get(Practice, (professional.id, client.establishment_id)) is None:
         raise InvalidClient("invalid_request")
+    ratelimit.hit(session, ratelimit.API_CLIENT, f"client:{client.id}", commit=False)
+    ratelimit.hit(session, ratelimit.API_PROFESSIONAL, f"professional:{professional.id}", commit=False)
     return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from rempart.crypto.keystore import Keystore
@@ -51,9 +51,17 @@ def open_break_glass(session: Session, *, actor: CurrentUser, beneficiary_id: uu
 
 @requires(Permission.BREAK_GLASS)
 def read_beneficiary(
-    session: Session, keystore: Keystore, *, actor: CurrentUser, beneficiary_id: uuid.UUID
+    session: Session, keystore: Keystore, *, actor: CurrentUser, beneficiary_id: uuid.UUID, data_session: Session
 ) -> registry.BeneficiaryView:
-    """Fails closed: without a live grant of this actor for this beneficiary, nothing is read."""
+    """Fails closed: without a live grant of this actor for this beneficiary, nothing is read.
+
+    The grant is checked on the platform's `session`; the data is read on `data_session`
+    (`Platform.data_session(actor)`), which for insurer staff must be their tenant connection:
+    the database itself then confines the read to their insurer."""
+    if actor.role == "insurer_staff":
+        bound = data_session.execute(text("SELECT rempart_session_insurer()")).scalar()
+        if bound is None or bound != actor.insurer_id:
+            raise Forbidden("insurer staff read through their own tenant connection only")
     grant = session.scalars(
         select(BreakGlassGrant).where(
             BreakGlassGrant.account_id == actor.account_id,
@@ -63,8 +71,10 @@ def read_beneficiary(
     ).first()
     if grant is None:
         raise Forbidden("no live break-glass access to this beneficiary")
-    row = session.get_one(Beneficiary, beneficiary_id)
-    insurer = session.get_one(Insurer, row.insurer_id)
+    row = data_session.get(Beneficiary, beneficiary_id)
+    insurer = data_session.get(Insurer, row.insurer_id) if row is not None else None
+    if row is None or insurer is None:
+        raise Forbidden("no such beneficiary for you")
     record_event(session, actor.account_id, "break_glass_read", grant=str(grant.id), beneficiary=str(beneficiary_id))
     session.flush()
-    return registry.read_beneficiary(session, keystore, beneficiary=row, amc_number=insurer.amc_number)
+    return registry.read_beneficiary(data_session, keystore, beneficiary=row, amc_number=insurer.amc_number)
