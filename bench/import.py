@@ -133,6 +133,7 @@ def main() -> None:
             amc_number=insurer.amc_number,
             options=ImportOptions(today=TODAY, workers=args.workers, chunk_rows=args.chunk, actor="bench"),
             report_dir=folder / "reports",
+            audit=platform.audit.for_platform("bench"),
         )
     import_s = time.perf_counter() - started
     if result.status != "applied":

@@ -63,6 +63,7 @@ def run_import(platform: Platform, path: Path, amc: str = AMC_A, **options: Any)
             amc_number=amc,
             options=opts,
             report_dir=platform.settings.data_dir / "reports",
+            audit=platform.audit.for_platform("import"),
         )
 
 

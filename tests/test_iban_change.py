@@ -40,19 +40,25 @@ def test_t6_iban_change_is_held_and_announced_to_the_previous_contact(platform: 
         def actor(step_up: dt.datetime | None) -> service.CurrentUser:
             return service.CurrentUser(account.id, "professional", pro.id, shop.id, None, utcnow(), step_up, b"")
 
+        trail = platform.audit.for_request(actor(None).audit_context(ip="198.51.100.7", request_id="iban-1"))
+
         with pytest.raises(StepUpRequired):
             banking.request_iban_change(
-                session, platform.keystore, platform.settings, actor=actor(None), new_iban=NEW_IBAN
+                session, platform.keystore, platform.settings, actor=actor(None), new_iban=NEW_IBAN, audit=trail
             )
         staff = service.CurrentUser(account.id, "insurer_staff", None, None, None, utcnow(), utcnow(), b"")
         with pytest.raises(Forbidden):
-            banking.request_iban_change(session, platform.keystore, platform.settings, actor=staff, new_iban=NEW_IBAN)
+            banking.request_iban_change(
+                session, platform.keystore, platform.settings, actor=staff, new_iban=NEW_IBAN, audit=trail
+            )
+        wrong_key = NEW_IBAN[:-1] + ("0" if NEW_IBAN[-1] != "0" else "1")
         with pytest.raises(registry.RegistryError, match="IBAN"):
-            banking.request_iban_change(session, platform.keystore, platform.settings, actor=actor(utcnow()),
-                                        new_iban=NEW_IBAN[:-1] + ("0" if NEW_IBAN[-1] != "0" else "1"))  # fmt: skip
+            banking.request_iban_change(
+                session, platform.keystore, platform.settings, actor=actor(utcnow()), new_iban=wrong_key, audit=trail
+            )
 
         effective = banking.request_iban_change(
-            session, platform.keystore, platform.settings, actor=actor(utcnow()), new_iban=NEW_IBAN
+            session, platform.keystore, platform.settings, actor=actor(utcnow()), new_iban=NEW_IBAN, audit=trail
         )
         assert dt.timedelta(hours=71) < effective - utcnow() <= dt.timedelta(hours=72)
         assert banking.payable_iban(session, platform.keystore, professional_id=pro.id, at=utcnow()) == OLD_IBAN
@@ -73,7 +79,9 @@ def test_t6_iban_change_is_held_and_announced_to_the_previous_contact(platform: 
     with platform.session() as session:
         platform.keystore.rotate(session, "platform")
         session.commit()
-        assert rekey.rewrap(session, platform.keystore) >= 3  # professional, IBAN change, outbox message
+        assert (
+            rekey.rewrap(session, platform.keystore, audit=platform.audit.for_platform("test")) >= 3
+        )  # professional, IBAN change, outbox message
         assert rekey.retire_unused(session, platform.keystore)
     platform.keystore.forget()
     with platform.session() as session:

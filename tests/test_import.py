@@ -354,7 +354,7 @@ def test_member_nir_correction_after_rotation_keeps_the_family_readable(ready: P
         member = service.find_by_card(session, ready.keystore, amc_number=AMC_A, member_number="M0000001",
                                       birth_date=dt.date(1980, 5, 17), birth_rank=1)  # fmt: skip
         assert member is not None and member.member_nir == corrected_nir
-        assert rekey.rewrap(session, ready.keystore) > 0
+        assert rekey.rewrap(session, ready.keystore, audit=ready.audit.for_platform("test")) > 0
         assert rekey.retire_unused(session, ready.keystore) != []
     ready.keystore.forget()
     assert run_import(ready, write_feed(tmp_path / "c.csv", fixed)).unchanged == 4

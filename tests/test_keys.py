@@ -80,7 +80,7 @@ def test_rotation_then_rewrap_keeps_every_row_readable(
         retiring = platform.keystore.retiring_key_ids(session)
         assert len(retiring) == 1 and rekey.rows_under(session, retiring) == 50  # 10 members + 40 beneficiaries
         assert rekey.retire_unused(session, platform.keystore) == []  # still in use: not retired
-        assert rekey.rewrap(session, platform.keystore, batch_rows=7) == 50
+        assert rekey.rewrap(session, platform.keystore, audit=platform.audit.for_platform("test"), batch_rows=7) == 50
         assert rekey.rows_under(session, retiring) == 0
         assert rekey.retire_unused(session, platform.keystore) == retiring
     platform.keystore.forget()
@@ -98,7 +98,12 @@ def test_shredded_insurer_can_no_longer_be_read_or_found(
     run_import(platform, write_feed(tmp_path / "b.csv", families(2, first=50)), amc=AMC_B)
     with platform.session() as session:
         victim_id = session.scalars(select(Beneficiary.id).limit(1)).first()
-        assert service.shred_insurer(session, platform.keystore, amc_number=AMC_A) == 40
+        assert (
+            service.shred_insurer(
+                session, platform.keystore, amc_number=AMC_A, audit=platform.audit.for_platform("test")
+            )
+            == 40
+        )
         session.commit()
     assert everyone(platform, rows) == [None] * 40
     assert not platform.keystore.provider.exists(f"insurer-{AMC_A}")
@@ -164,7 +169,7 @@ def test_older_backup_restored_after_shred_stays_unreadable(
     dump = tmp_path / "before-shred.dump"
     _dump(platform, dump)
     with platform.session() as session:
-        service.shred_insurer(session, platform.keystore, amc_number=AMC_A)
+        service.shred_insurer(session, platform.keystore, amc_number=AMC_A, audit=platform.audit.for_platform("test"))
         session.commit()
     url = _restore(platform, dump, scratch_database())
     settings = platform.settings.model_copy(update={"database_url": url})
@@ -207,7 +212,16 @@ def test_reindex_resizes_blind_indexes_and_lookups_still_work(
     platform, rows = loaded
     with platform.session() as session:
         before = session.scalars(select(Beneficiary.card_bidx).order_by(Beneficiary.id)).all()
-        assert rekey.reindex_insurer(session, platform.keystore, amc_number=AMC_A, expected_population=40) == 40
+        assert (
+            rekey.reindex_insurer(
+                session,
+                platform.keystore,
+                amc_number=AMC_A,
+                expected_population=40,
+                audit=platform.audit.for_platform("test"),
+            )
+            == 40
+        )
         insurer = service.get_insurer(session, AMC_A)
         assert insurer.index_bits == 4  # 40 people: about 3 candidates per lookup
         after = session.scalars(select(Beneficiary.card_bidx).order_by(Beneficiary.id)).all()

@@ -56,14 +56,14 @@ def test_registry_runs_on_vault_transit(vault_platform: Platform, tmp_path: Path
     with platform.session() as session:
         platform.keystore.rotate(session, f"insurer-{AMC_A}")
         session.commit()
-        assert rekey.rewrap(session, platform.keystore) == 15
+        assert rekey.rewrap(session, platform.keystore, audit=platform.audit.for_platform("test")) == 15
         assert len(rekey.retire_unused(session, platform.keystore)) == 1
     platform.keystore.forget()
     found = member()
     assert found is not None and found.first_name == "Julien"
 
     with platform.session() as session:
-        service.shred_insurer(session, platform.keystore, amc_number=AMC_A)
+        service.shred_insurer(session, platform.keystore, amc_number=AMC_A, audit=platform.audit.for_platform("test"))
         session.commit()
     assert not platform.keystore.provider.exists(f"insurer-{AMC_A}")
     with platform.session() as session:

@@ -6,8 +6,9 @@ Every door (CLI, API, tests) opens one `Platform` and passes its parts to servic
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,8 @@ import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from rempart.audit import service as audit_service
+from rempart.audit.log import AuditLog, Head
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.local import LocalKeyringProvider
 from rempart.crypto.provider import KeyProvider
@@ -53,6 +56,7 @@ class Platform:
     engine: Engine
     sessions: sessionmaker[Session]
     keystore: Keystore
+    audit: audit_service.Auditor
     _tenant_engines: dict[uuid.UUID, Engine] = field(default_factory=dict)
     _tenant_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,7 +97,14 @@ class Platform:
         with psycopg.connect(libpq_url(self.url)) as conn:
             yield conn
 
+    def checkpoint(self) -> str:
+        """Sequence staged events and sign the tree as it stands now."""
+        self.audit.log.sync()
+        with self.session() as session:
+            return audit_service.make_checkpoint(session, self.keystore, self.settings.audit_log_origin)
+
     def close(self) -> None:
+        self.audit.log.close()
         self.engine.dispose()
         for engine in self._tenant_engines.values():
             engine.dispose()
@@ -107,4 +118,28 @@ def open_platform(settings: Settings | None = None, *, run_migrations: bool = Tr
     if run_migrations:
         migrate.upgrade(url)
     engine = make_engine(url)
-    return Platform(settings, url, engine, make_sessionmaker(engine), Keystore(make_key_provider(settings)))
+    sessions = make_sessionmaker(engine)
+    keystore = Keystore(make_key_provider(settings))
+    with sessions() as session:
+        audit_service.ensure_keys(session, keystore)
+        session.commit()
+    log = AuditLog(lambda: psycopg.connect(libpq_url(url)))
+    auditor = audit_service.Auditor(log, keystore, sessions, settings.audit_log_origin)
+    log.on_batch(_periodic_checkpoints(sessions, keystore, settings))
+    return Platform(settings, url, engine, sessions, keystore, auditor)
+
+
+def _periodic_checkpoints(
+    sessions: sessionmaker[Session], keystore: Keystore, settings: Settings
+) -> Callable[[Head], None]:
+    """After a batch, sign the tree if the last signature is older than the configured period."""
+    last = [time.monotonic()]
+
+    def maybe_sign(_: Head) -> None:
+        if time.monotonic() - last[0] < settings.audit_checkpoint_seconds:
+            return
+        last[0] = time.monotonic()
+        with sessions() as session:
+            audit_service.make_checkpoint(session, keystore, settings.audit_log_origin)
+
+    return maybe_sign

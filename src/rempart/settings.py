@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr = SecretStr("")
     oidc_acr_levels: tuple[str, ...] = ("eidas1", "eidas2", "eidas3")  # accepted, weakest first
     iban_cooling_off_hours: int = Field(default=72, ge=0, description="Payments to a new IBAN wait this long.")
+    audit_origin: str | None = Field(
+        default=None, description="The audit log's name in its signed checkpoints (default: <portal host>/audit)."
+    )
+    audit_checkpoint_seconds: int = Field(default=60, ge=1, description="How often the audit tree is signed.")
 
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
     import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")
@@ -56,6 +60,13 @@ class Settings(BaseSettings):
     @property
     def portal_origin(self) -> str:
         return self.public_origin or f"http://localhost:{self.http_port}"
+
+    @property
+    def audit_log_origin(self) -> str:
+        if self.audit_origin:
+            return self.audit_origin
+        host = self.portal_origin.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        return f"{host}/audit"
 
     @property
     def pgdata_dir(self) -> Path:

@@ -1,8 +1,9 @@
-"""The HTTP door. This issue serves a placeholder home page and a health check."""
+"""The HTTP door: security headers and CSRF origin check, request ids, fail-closed audit, the routers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -12,6 +13,8 @@ from sqlalchemy import text
 
 from rempart import __version__, portal
 from rempart.api import oauth
+from rempart.audit import routes as audit_routes
+from rempart.audit.log import AuditUnavailable
 from rempart.guard.ratelimit import RateLimited
 from rempart.platform import Platform
 from rempart.portal.routes import build_router
@@ -30,7 +33,12 @@ HOME = """<!doctype html>
 
 
 def create_app(platform: Platform) -> FastAPI:
-    app = FastAPI(title="Rempart", version=__version__, docs_url="/docs", redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        platform.audit.log.start()  # staged events are sequenced within a fraction of a second
+        yield
+
+    app = FastAPI(title="Rempart", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
 
     origin = platform.settings.portal_origin
 
@@ -39,6 +47,7 @@ def create_app(platform: Platform) -> FastAPI:
         # CSRF: a state-changing request must come from the portal's own origin (the session
         # cookie is SameSite=Strict as well).
         # (The OAuth and API doors take no cookies: their callers prove a key on every request.)
+        request.state.request_id = audit_routes.new_request_id()
         cookie_door = not request.url.path.startswith(("/oauth/", "/api/"))
         if cookie_door and request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin:
             response: Response = JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
@@ -49,6 +58,7 @@ def create_app(platform: Platform) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["X-Request-ID"] = request.state.request_id
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
@@ -59,8 +69,14 @@ def create_app(platform: Platform) -> FastAPI:
             {"detail": "too many requests"}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
         )
 
+    @app.exception_handler(AuditUnavailable)
+    async def unaudited(request: Request, exc: AuditUnavailable) -> Response:
+        # Fail closed: what could not be recorded is not returned.
+        return JSONResponse({"detail": "the audit log is unavailable: nothing was returned"}, status_code=503)
+
     app.include_router(build_router(platform))
     app.include_router(oauth.build_router(platform))
+    app.include_router(audit_routes.build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

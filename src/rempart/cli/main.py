@@ -20,6 +20,12 @@ from rich.table import Table
 from rempart.platform import Platform, open_platform
 from rempart.settings import get_settings
 
+
+def _operator() -> str:
+    """Who runs a command, as the audit log records it (the system user)."""
+    return os.environ.get("USER") or "cli"
+
+
 # Never print local variables on a crash: they may hold keys or personal data.
 app = typer.Typer(
     help="Rempart: tiers-payant platform for French complementary health insurance.",
@@ -30,10 +36,14 @@ db_app = typer.Typer(help="Database: migrations, backup and restore.", no_args_i
 insurer_app = typer.Typer(help="Insurers (AMC): register, list, crypto-shred.", no_args_is_help=True)
 import_app = typer.Typer(help="Insurer feeds: beneficiaries and guarantee schedules.", no_args_is_help=True)
 keys_app = typer.Typer(help="Keys: rotate, rewrap, retire, status.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit log: verify, checkpoints, proofs, who accessed what.", no_args_is_help=True)
+prove_app = typer.Typer(help="Proofs an auditor checks with rempart/audit/verifier.py.", no_args_is_help=True)
+audit_app.add_typer(prove_app, name="prove")
 app.add_typer(db_app, name="db")
 app.add_typer(insurer_app, name="insurer")
 app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 out = Console()
@@ -176,7 +186,10 @@ def insurer_reindex(
 
     with platform() as p, p.session() as session:
         try:
-            done = rekey.reindex_insurer(session, p.keystore, amc_number=amc, expected_population=expected_population)
+            done = rekey.reindex_insurer(
+                session, p.keystore, amc_number=amc, expected_population=expected_population,
+                audit=p.audit.for_platform("cli", operator=_operator()),
+            )  # fmt: skip
         except ValueError as exc:
             raise fail(str(exc)) from None
     console.print(f"insurer {amc}: {done} beneficiaries re-indexed")
@@ -194,7 +207,9 @@ def insurer_shred(
         raise fail("crypto-shredding cannot be undone; add --yes to confirm", 2)
     with platform() as p, p.session() as session:
         try:
-            count = service.shred_insurer(session, p.keystore, amc_number=amc)
+            count = service.shred_insurer(
+                session, p.keystore, amc_number=amc, audit=p.audit.for_platform("cli", operator=_operator())
+            )
         except service.RegistryError as exc:
             raise fail(str(exc)) from None
         session.commit()
@@ -251,6 +266,7 @@ def import_beneficiaries_cmd(
                 amc_number=insurer,
                 options=options,
                 report_dir=settings.data_dir / "reports",
+                audit=p.audit.for_platform("import", operator=options.actor),
                 on_progress=lambda done: progress.update(task, completed=done),
             )
         except ImportRefused as exc:
@@ -374,7 +390,10 @@ def keys_rewrap(batch: Annotated[int, typer.Option(help="Rows per transaction.")
             console=console,
         ) as progress:
             task = progress.add_task("rewrap", total=total)
-            moved = rekey.rewrap(session, p.keystore, batch_rows=batch, on_progress=lambda n: progress.advance(task, n))
+            moved = rekey.rewrap(
+                session, p.keystore, batch_rows=batch, on_progress=lambda n: progress.advance(task, n),
+                audit=p.audit.for_platform("cli", operator=_operator()),
+            )  # fmt: skip
     console.print(f"{moved} rows re-encrypted under the active keys")
 
 
@@ -401,6 +420,156 @@ def keys_status() -> None:
         for row in rekey.key_status(session):
             table.add_row(*(str(v) for v in row))
         out.print(table)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    key: Annotated[str | None, typer.Option(help="Verifier key to trust (default: this platform's own).")] = None,
+) -> None:
+    """Recompute the Merkle tree from every stored event and check it against every signed
+    checkpoint; report the first event modified, deleted, inserted or moved. Exit status 1 on
+    any discrepancy. Last line: a JSON summary."""
+    from rempart.audit import service as audit
+    from rempart.audit.verify import verify
+    from rempart.db.server import libpq_url
+
+    with platform() as p:
+        p.audit.log.sync()
+        with p.session() as session:
+            trusted = key or audit.verifier_key(session, p.keystore, p.settings.audit_log_origin)
+        import psycopg
+
+        with psycopg.connect(libpq_url(p.url)) as conn:
+            report = verify(conn, trusted)
+    for finding in report.findings:
+        console.print(f"[red]{finding.kind}[/red] {finding.message}")
+    first = report.first
+    summary = {"events": report.events, "checkpoints": report.checkpoints, "ok": report.ok,
+               "first": None if first is None else {"kind": first.kind, "seq": first.seq, "message": first.message},
+               "seconds": round(report.seconds, 3)}  # fmt: skip
+    out.print(json.dumps(summary), soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign the tree as it stands (C2SP signed note) and print the checkpoint."""
+    with platform() as p:
+        out.print(p.checkpoint(), end="", soft_wrap=True, highlight=False)
+
+
+@audit_app.command("key")
+def audit_key() -> None:
+    """The verifier key insurers configure to check checkpoints (`name+hash+key`)."""
+    from rempart.audit import service as audit
+
+    with platform() as p, p.session() as session:
+        out.print(audit.verifier_key(session, p.keystore, p.settings.audit_log_origin), soft_wrap=True)
+
+
+@prove_app.command("inclusion")
+def prove_inclusion(
+    seq: Annotated[int, typer.Option(help="The event's position in the log.")],
+    size: Annotated[int | None, typer.Option(help="Tree size (default: the latest checkpoint's).")] = None,
+) -> None:
+    """Inclusion proof of one event (JSON: index, size, body, leaf_hash, proof)."""
+    from rempart.audit import service as audit
+
+    with platform() as p, p.session() as session:
+        latest = audit.latest_checkpoint(session)
+        size = size or (latest[0] if latest else 0)
+        try:
+            proof = audit.prove_inclusion(session, seq=seq, size=size)
+        except LookupError as exc:
+            raise fail(str(exc)) from None
+    out.print(json.dumps(proof.as_json()), soft_wrap=True)
+
+
+@prove_app.command("consistency")
+def prove_consistency(
+    size1: Annotated[int, typer.Option("--from", help="The older checkpoint's size.")],
+    size2: Annotated[int, typer.Option("--to", help="The newer checkpoint's size.")],
+) -> None:
+    """Consistency proof between two tree sizes (JSON: size1, size2, proof)."""
+    from rempart.audit import service as audit
+
+    with platform() as p, p.session() as session:
+        try:
+            proof = audit.prove_consistency(session, size1=size1, size2=size2)
+        except LookupError as exc:
+            raise fail(str(exc)) from None
+    out.print(json.dumps({"size1": size1, "size2": size2, "proof": [h.hex() for h in proof]}), soft_wrap=True)
+
+
+@audit_app.command("who-accessed")
+def audit_who_accessed(
+    birth_date: Annotated[str, typer.Option(help="YYYY-MM-DD.")],
+    nir: Annotated[str | None, typer.Option(help="The beneficiary's NIR.")] = None,
+    amc: Annotated[str | None, typer.Option(help="Or the card: AMC number...")] = None,
+    member: Annotated[str | None, typer.Option(help="...member number...")] = None,
+    rank: Annotated[int | None, typer.Option(help="...and rank of birth.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the page in French to this file.")] = None,
+) -> None:
+    """Answer a GDPR Article 15 request: every access to one person's data (JSON on stdout).
+    The request itself is audited."""
+    from rempart.audit import subject_access
+
+    lookup = subject_access.SubjectLookup(nir=nir, birth_date=dt.date.fromisoformat(birth_date), amc_number=amc,
+                                          member_number=member, birth_rank=rank)  # fmt: skip
+    with platform() as p, p.session() as session:
+        try:
+            report = subject_access.build_report(
+                session, session, p.keystore, lookup=lookup, audit=p.audit.for_platform("cli", operator=_operator())
+            )
+        except (subject_access.NotFound, ValueError) as exc:
+            raise fail(str(exc)) from None
+    if html is not None:
+        html.write_text(report.as_html(), encoding="utf-8")
+    out.print(json.dumps(report.as_json(), ensure_ascii=False), soft_wrap=True)
+
+
+@audit_app.command("what-seen")
+def audit_what_seen(
+    since: Annotated[str, typer.Option(help="Window start, ISO 8601 (UTC if no offset).")],
+    until: Annotated[str, typer.Option(help="Window end, ISO 8601.")],
+    account: Annotated[list[str] | None, typer.Option(help="Account id (repeatable).")] = None,
+    client: Annotated[list[str] | None, typer.Option(help="API client id (repeatable).")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="Address or /24 prefix (repeatable).")] = None,
+    prove: Annotated[bool, typer.Option(help="Also prove the answer complete against a fresh checkpoint.")] = False,
+) -> None:
+    """Breach scoping: every subject these accounts, clients or networks were shown in the
+    window, with the fields (one JSON line each, then a summary)."""
+    import uuid as uuid_
+
+    from rempart.audit import queries
+    from rempart.audit import service as audit
+
+    def instant(text: str) -> dt.datetime:
+        value = dt.datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    with platform() as p, p.session() as session:
+        window = queries.Window(
+            instant(since), instant(until), tuple(uuid_.UUID(a) for a in account or ()),
+            tuple(uuid_.UUID(c) for c in client or ()), queries.network_hashes(session, p.keystore, network or []),
+        )  # fmt: skip
+        seen = queries.subjects_seen(session, window)
+        for subject in seen:
+            out.print(json.dumps({"subject_kind": subject.subject_kind, "subject": subject.subject_id,
+                                  "fields": sorted(subject.fields), "accesses": subject.accesses,
+                                  "first": str(subject.first), "last": str(subject.last)}), soft_wrap=True)  # fmt: skip
+        summary: dict[str, Any] = {"subjects": len(seen)}
+        if prove:
+            note = p.checkpoint()
+            key = audit.verifier_key(session, p.keystore, p.settings.audit_log_origin)
+            result = queries.prove_window(session, window, checkpoint_note=note, verifier_key=key)
+            summary |= {"complete": result.complete, "checkpoint": result.checkpoint_size,
+                        "events_read": result.events_read, "message": result.message}  # fmt: skip
+    out.print(json.dumps(summary), soft_wrap=True)
 
 
 # -- population and serving ---------------------------------------------------------------------

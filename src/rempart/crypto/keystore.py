@@ -62,12 +62,14 @@ class Keystore:
         self._lock = threading.Lock()
         self._field_keys: dict[int, DataKey] = {}
         self._index_secrets: dict[str, bytes] = {}
+        self._secrets: dict[tuple[str, str], bytes] = {}
 
     def forget(self) -> None:
         """Drop every unwrapped key from memory (after a shred, a rotation, in tests)."""
         with self._lock:
             self._field_keys.clear()
             self._index_secrets.clear()
+            self._secrets.clear()
         blind_index.forget_keys()
 
     # -- creation --------------------------------------------------------------------
@@ -175,6 +177,36 @@ class Keystore:
                 blind_index.bits_for_population(blind_index.NATIONAL_PROFESSIONALS),
             ),
         )
+
+    def ensure_secret(self, session: Session, kek_name: str, purpose: str) -> None:
+        """Create the owner's active secret of this purpose if it has none (a transaction-level
+        advisory lock keeps two starting workers from both creating one)."""
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"keys|{kek_name}|{purpose}"})
+        self.provider.ensure_key(kek_name)
+        exists = session.scalar(
+            select(DataKeyRow.id).where(
+                DataKeyRow.kek_name == kek_name, DataKeyRow.purpose == purpose, DataKeyRow.state == STATE_ACTIVE
+            )
+        )
+        if exists is None:
+            self._insert_key(session, kek_name=kek_name, insurer_id=None, purpose=purpose)
+
+    def secret(self, session: Session, kek_name: str, purpose: str) -> bytes:
+        """The owner's active secret of a purpose (a signing seed, an index secret), unwrapped."""
+        cached = self._secrets.get((kek_name, purpose))
+        if cached is not None:
+            return cached
+        row = session.scalars(
+            select(DataKeyRow).where(
+                DataKeyRow.kek_name == kek_name, DataKeyRow.purpose == purpose, DataKeyRow.state == STATE_ACTIVE
+            )
+        ).one_or_none()
+        if row is None:
+            raise KeyUnavailableError(f"{kek_name} has no active {purpose} secret")
+        value = self._unwrap(row)
+        with self._lock:
+            self._secrets[(kek_name, purpose)] = value
+        return value
 
     # -- rotation and retirement -----------------------------------------------------
 

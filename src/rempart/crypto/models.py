@@ -11,6 +11,7 @@ from rempart.db.base import Base, Timestamped
 
 PURPOSE_FIELD = "field"  # AES-256-GCM data key for personal fields
 PURPOSE_INDEX = "index"  # secret the blind-index keys derive from
+PURPOSE_SIGNING = "signing"  # seed of a signing key (the audit log's checkpoints)
 
 STATE_ACTIVE = "active"  # new writes use it (one per owner and purpose)
 STATE_RETIRING = "retiring"  # still decrypts old rows until `keys rewrap` moves them
@@ -20,7 +21,7 @@ STATE_RETIRED = "retired"  # no row uses it; wrapped form erased
 class DataKeyRow(Base, Timestamped):
     __tablename__ = "data_keys"
     __table_args__ = (
-        CheckConstraint("purpose IN ('field', 'index')", name="purpose"),
+        CheckConstraint("purpose IN ('field', 'index', 'signing')", name="purpose"),
         CheckConstraint("state IN ('active', 'retiring', 'retired')", name="state"),
         Index(
             "uq_data_keys_one_active",

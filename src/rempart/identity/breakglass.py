@@ -13,6 +13,8 @@ import uuid
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from rempart.audit import events as ev
+from rempart.audit.service import Recorder
 from rempart.crypto.keystore import Keystore
 from rempart.db.base import utcnow
 from rempart.identity.models import Account, BreakGlassGrant, Notice
@@ -25,8 +27,13 @@ GRANT_DURATION = dt.timedelta(minutes=30)
 MIN_REASON_CHARS = 20
 
 
+PURPOSE = "break-glass"
+
+
 @requires(Permission.BREAK_GLASS, step_up=True)
-def open_break_glass(session: Session, *, actor: CurrentUser, beneficiary_id: uuid.UUID, reason: str) -> uuid.UUID:
+def open_break_glass(
+    session: Session, *, actor: CurrentUser, beneficiary_id: uuid.UUID, reason: str, audit: Recorder
+) -> uuid.UUID:
     reason = " ".join(reason.split())
     if len(reason) < MIN_REASON_CHARS:
         raise Forbidden(f"a break-glass access needs a written reason ({MIN_REASON_CHARS} characters at least)")
@@ -40,6 +47,8 @@ def open_break_glass(session: Session, *, actor: CurrentUser, beneficiary_id: uu
     session.add(grant)
     session.flush()
     record_event(session, actor.account_id, "break_glass_opened", grant=str(grant.id), beneficiary=str(beneficiary_id))
+    audit.wrote(session, "break-glass.open", purpose=PURPOSE, subject=(ev.BENEFICIARY, beneficiary_id),
+                detail={"grant": str(grant.id)})  # fmt: skip
     officers = session.scalars(
         select(Account.id).where(Account.role == "security_officer", Account.disabled_at.is_(None))
     ).all()
@@ -51,7 +60,13 @@ def open_break_glass(session: Session, *, actor: CurrentUser, beneficiary_id: uu
 
 @requires(Permission.BREAK_GLASS)
 def read_beneficiary(
-    session: Session, keystore: Keystore, *, actor: CurrentUser, beneficiary_id: uuid.UUID, data_session: Session
+    session: Session,
+    keystore: Keystore,
+    *,
+    actor: CurrentUser,
+    beneficiary_id: uuid.UUID,
+    data_session: Session,
+    audit: Recorder,
 ) -> registry.BeneficiaryView:
     """Fails closed: without a live grant of this actor for this beneficiary, nothing is read.
 
@@ -70,6 +85,8 @@ def read_beneficiary(
         )
     ).first()
     if grant is None:
+        audit.refused("beneficiary.read", purpose=PURPOSE, reason="no live break-glass grant",
+                      subject=(ev.BENEFICIARY, beneficiary_id))  # fmt: skip
         raise Forbidden("no live break-glass access to this beneficiary")
     row = data_session.get(Beneficiary, beneficiary_id)
     insurer = data_session.get(Insurer, row.insurer_id) if row is not None else None
@@ -77,4 +94,7 @@ def read_beneficiary(
         raise Forbidden("no such beneficiary for you")
     record_event(session, actor.account_id, "break_glass_read", grant=str(grant.id), beneficiary=str(beneficiary_id))
     session.flush()
-    return registry.read_beneficiary(data_session, keystore, beneficiary=row, amc_number=insurer.amc_number)
+    view = registry.read_beneficiary(data_session, keystore, beneficiary=row, amc_number=insurer.amc_number)
+    audit.disclosed("beneficiary.read", purpose=PURPOSE, subjects=[(ev.BENEFICIARY, beneficiary_id)],
+                    fields=registry.BENEFICIARY_FIELDS, detail={"grant": str(grant.id)})  # fmt: skip
+    return view

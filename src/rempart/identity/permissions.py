@@ -26,6 +26,9 @@ class Permission(StrEnum):
     TENANT_REGISTRY_READ = "registry:tenant-read"  # an insurer's own registry, through row-level security
     BREAK_GLASS = "personal-data:break-glass"
     SECURITY_EVENTS_ALL = "security:events-all"
+    AUDIT_SUBJECT_ACCESS = "audit:subject-access"  # "who accessed my data?" (Article 15)
+    AUDIT_SCOPE = "audit:what-seen"  # "what did these accounts see?" (breach scoping)
+    AUDIT_PROOFS = "audit:proofs"  # checkpoints and proofs, for auditors
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -33,12 +36,42 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "establishment_admin": frozenset(
         {Permission.OWN_ACCOUNT, Permission.INVITE_IN_ESTABLISHMENT, Permission.MANAGE_API_CLIENTS}
     ),
-    "insurer_staff": frozenset({Permission.OWN_ACCOUNT, Permission.TENANT_REGISTRY_READ, Permission.BREAK_GLASS}),
-    "platform_operator": frozenset(
-        {Permission.OWN_ACCOUNT, Permission.INVITE_ANYONE, Permission.MANAGE_ACCOUNTS, Permission.BREAK_GLASS}
+    "insurer_staff": frozenset(
+        {
+            Permission.OWN_ACCOUNT,
+            Permission.TENANT_REGISTRY_READ,
+            Permission.BREAK_GLASS,
+            Permission.AUDIT_SUBJECT_ACCESS,
+            Permission.AUDIT_PROOFS,
+        }
     ),
-    "security_officer": frozenset({Permission.OWN_ACCOUNT, Permission.MANAGE_ACCOUNTS, Permission.SECURITY_EVENTS_ALL}),
-    "dpo": frozenset({Permission.OWN_ACCOUNT, Permission.SECURITY_EVENTS_ALL}),
+    "platform_operator": frozenset(
+        {
+            Permission.OWN_ACCOUNT,
+            Permission.INVITE_ANYONE,
+            Permission.MANAGE_ACCOUNTS,
+            Permission.BREAK_GLASS,
+            Permission.AUDIT_PROOFS,
+        }
+    ),
+    "security_officer": frozenset(
+        {
+            Permission.OWN_ACCOUNT,
+            Permission.MANAGE_ACCOUNTS,
+            Permission.SECURITY_EVENTS_ALL,
+            Permission.AUDIT_SCOPE,
+            Permission.AUDIT_PROOFS,
+        }
+    ),
+    "dpo": frozenset(
+        {
+            Permission.OWN_ACCOUNT,
+            Permission.SECURITY_EVENTS_ALL,
+            Permission.AUDIT_SUBJECT_ACCESS,
+            Permission.AUDIT_SCOPE,
+            Permission.AUDIT_PROOFS,
+        }
+    ),
 }
 
 

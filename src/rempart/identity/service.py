@@ -36,6 +36,8 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from rempart.audit.events import Actor
+from rempart.audit.service import RequestContext
 from rempart.db.base import utcnow
 from rempart.guard import ratelimit
 from rempart.identity.models import (
@@ -469,6 +471,15 @@ class CurrentUser:
     session_key: bytes
     must_choose_establishment: bool = False
     reduced_limits_until: dt.datetime | None = None
+    passkey_id: uuid.UUID | None = None
+
+    def audit_context(self, *, ip: str | None, request_id: str | None) -> RequestContext:
+        """Who this is, for the audit log: account, role, establishment, insurer, passkey used."""
+        actor = Actor(
+            account_id=self.account_id, role=self.role, establishment_id=self.establishment_id,
+            insurer_id=self.insurer_id, passkey_id=self.passkey_id,
+        )  # fmt: skip
+        return RequestContext(actor, ip=ip, request_id=request_id)
 
 
 def spend_sensitive_quota(session: Session, actor: CurrentUser) -> None:
@@ -498,6 +509,7 @@ def authenticate(
         account.id, account.role, account.professional_id, row.establishment_id or account.establishment_id,
         account.insurer_id, row.created_at, row.step_up_at, row.token_hash,
         bool(row.establishment_choices) and row.establishment_id is None, account.reduced_limits_until,
+        row.passkey_id,
     )  # fmt: skip
 
 

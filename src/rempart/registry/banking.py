@@ -13,6 +13,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rempart.audit.events import PROFESSIONAL
+from rempart.audit.service import Recorder
 from rempart.crypto import fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore
 from rempart.db.base import utcnow
@@ -33,7 +35,7 @@ NOTICE_BODY = (
 
 @requires(Permission.CHANGE_OWN_IBAN, step_up=True)
 def request_iban_change(
-    session: Session, keystore: Keystore, settings: Settings, *, actor: CurrentUser, new_iban: str
+    session: Session, keystore: Keystore, settings: Settings, *, actor: CurrentUser, new_iban: str, audit: Recorder
 ) -> dt.datetime:
     """Record a new IBAN for the actor's own professional record; returns when it takes effect."""
     if actor.professional_id is None:
@@ -66,6 +68,8 @@ def request_iban_change(
         message.recipient_ct = fields.encrypt(key, "outbox", "recipient", str(message.id), email)
         session.add(message)
     record_event(session, actor.account_id, "iban_change_requested", effective_at=change.effective_at.isoformat())
+    audit.wrote(session, "professional.iban.change", purpose="bank-details", subject=(PROFESSIONAL, professional.id),
+                fields=("iban",), detail={"change": str(change.id)})  # fmt: skip
     session.flush()
     return change.effective_at
 

@@ -33,6 +33,7 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rempart.audit.service import Recorder, stage_raw
 from rempart.crypto import fields
 from rempart.crypto.fields import DataKey
 from rempart.crypto.keystore import IndexKeys, Keystore, kek_name_for_insurer
@@ -813,6 +814,7 @@ def import_beneficiaries(
     amc_number: str,
     options: ImportOptions,
     report_dir: Path,
+    audit: Recorder,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Apply one feed file. `conn` is a dedicated psycopg connection (the file's transaction);
@@ -899,6 +901,14 @@ def import_beneficiaries(
                 if result.fatal or not (clean or options.accept_partial):
                     raise _Rollback
                 result.status = "applied" if clean else "partial"
+                # One event for the file, committed with what it applied.
+                stage_raw(conn, [audit.bulk(
+                    "import.beneficiaries", purpose="insurer-feed",
+                    count=result.inserted + result.updated + result.coverage_closed,
+                    detail={"import": str(result.import_id), "insurer": amc_number, "mode": options.mode,
+                            "status": result.status, "sha256_so_far": reader.digest.hexdigest(),
+                            "rows": str(result.rows_total)},
+                )])  # fmt: skip
         except _Rollback:
             result.status = "rejected"
         except FeedFormatError as exc:

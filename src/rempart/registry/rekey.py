@@ -13,6 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from rempart.audit.service import Recorder
 from rempart.crypto import fields
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.models import DataKeyRow
@@ -36,10 +37,12 @@ def rewrap(
     session: Session,
     keystore: Keystore,
     *,
+    audit: Recorder,
     batch_rows: int = 2000,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Re-encrypt every row under a retiring data key; returns how many rows moved."""
+    """Re-encrypt every row under a retiring data key; returns how many rows moved. Each batch
+    is one audit event (table and count), committed with the batch."""
     retiring = keystore.retiring_key_ids(session)
     if not retiring:
         return 0
@@ -79,6 +82,7 @@ def rewrap(
                 updates.append(values)
             assignments = ", ".join(f"{c}_ct = :{c}" for c in columns)
             session.execute(text(f"UPDATE {table} SET dek_id = :dek, {assignments} WHERE id = :id"), updates)
+            audit.wrote(session, "keys.rewrap", purpose="key-rotation", count=len(updates), detail={"table": table})
             session.commit()
             after = str(batch[-1][0])
             moved += len(updates)
@@ -117,6 +121,7 @@ def reindex_insurer(
     *,
     amc_number: str,
     expected_population: int,
+    audit: Recorder,
     batch_rows: int = 2000,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
@@ -191,6 +196,7 @@ def reindex_insurer(
             text("UPDATE beneficiaries SET card_bidx = :card, nir_bidx = :nir, member_nir_bidx = :mnir WHERE id = :id"),
             updates,
         )
+        audit.wrote(session, "keys.reindex", purpose="key-rotation", count=len(rows), detail={"insurer": amc_number})
         after = str(rows[-1][0])
         done += len(rows)
         if on_progress:

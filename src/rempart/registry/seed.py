@@ -114,6 +114,7 @@ def seed(
                     amc_number=insurer.amc_number,
                     options=ImportOptions(actor="seed", today=today, workers=platform.settings.import_workers),
                     report_dir=platform.settings.data_dir / "reports",
+                    audit=platform.audit.for_platform("seed"),
                 )
         if not result.applied:
             raise RuntimeError(f"seed import for {insurer.amc_number} failed: {result.problems[:3]} {result.fatal}")

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
+from rempart.audit.service import Recorder
 from rempart.coverage.schedule import Schedule, canonical_json, parse_schedule, schedule_digest
 from rempart.crypto import blind_index, fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore, kek_name_for_insurer
@@ -77,6 +78,13 @@ def register_insurer(
     keystore.create_owner_keys(session, kek_name=kek_name_for_insurer(amc), insurer_id=insurer.id)
     tenancy.ensure_tenant_role(session, insurer_id=insurer.id)
     return insurer
+
+
+def insurer_amc(session: Session, insurer_id: uuid.UUID | None) -> str:
+    insurer = session.get(Insurer, insurer_id) if insurer_id else None
+    if insurer is None:
+        raise RegistryError("no such insurer")
+    return insurer.amc_number
 
 
 def get_insurer(session: Session, amc_number: str) -> Insurer:
@@ -327,6 +335,11 @@ class BeneficiaryView:
     relationship: str
 
 
+# What a BeneficiaryView discloses, as the audit log names it.
+BENEFICIARY_FIELDS = ("member_number", "member_nir", "nir", "family_name", "first_name", "birth_name", "birth_date",
+                      "birth_rank", "relationship")  # fmt: skip
+
+
 def _open_beneficiary(session: Session, keystore: Keystore, row: Beneficiary, amc: str) -> BeneficiaryView:
     key = keystore.field_key(session, row.dek_id)
     values = {
@@ -448,7 +461,7 @@ def flag_canaries(session: Session, *, beneficiary_ids: list[uuid.UUID]) -> None
 # -- crypto-shredding --------------------------------------------------------------------------
 
 
-def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str) -> int:
+def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str, audit: Recorder) -> int:
     """Destroy the insurer's KEK and its blind-index entries; its rows become unreadable for good.
 
     Returns the number of beneficiaries made unreadable. The ciphertexts stay (they are
@@ -474,6 +487,8 @@ def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str) -> i
     insurer.status = INSURER_SHREDDED
     insurer.shredded_at = utcnow()
     session.flush()
+    audit.wrote(session, "insurer.shred", purpose="crypto-shredding", count=count,
+                detail={"insurer": amc_number})  # fmt: skip
     # Destroy the key last but before commit: if it fails, nothing above is committed.
     keystore.shred(session, kek_name_for_insurer(amc_number))
     return count

@@ -21,8 +21,15 @@ def run_migrations_online() -> None:
         _run(connectable)
 
 
+def _modelled(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+    """The audit schema is hand-written (partitions, generated columns): autogenerate leaves it alone."""
+    return getattr(obj, "schema", None) != "audit"
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    context.configure(connection=connection, target_metadata=target_metadata, include_schemas=True)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, include_schemas=True, include_object=_modelled
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,1 @@
+"""Tamper-evident audit log: RFC 9162 Merkle tree, proofs and signed checkpoints."""

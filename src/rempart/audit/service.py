@@ -1,0 +1,317 @@
+"""Audit use cases: build events for a request, record reads (durable) and writes (staged),
+sign checkpoints, serve proofs.
+
+Every service function that discloses personal data calls `Auditor.disclosed(...)` before
+returning it; the call returns only once the event is committed, and raises
+`AuditUnavailable` otherwise, so a read that cannot be audited returns nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from rempart.audit import events as ev
+from rempart.audit import network
+from rempart.audit.checkpoint import sign_checkpoint, verifier_key_for
+from rempart.audit.log import NODE_LEVEL, AuditLog, Head, leaf_hash
+from rempart.audit.merkle import Frontier, consistency_proof, inclusion_proof
+from rempart.audit.verifier import node_hash
+from rempart.crypto.keystore import Keystore
+from rempart.crypto.models import PURPOSE_FIELD, PURPOSE_INDEX, PURPOSE_SIGNING
+
+AUDIT_KEK = network.AUDIT_KEK
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who is asking, from where, under which request id: what every event of a request shares."""
+
+    actor: ev.Actor
+    ip: str | None = None
+    request_id: str | None = None
+
+
+def ensure_keys(session: Session, keystore: Keystore) -> None:
+    """The audit's own keys: the data key sealing addresses, the secret keying network hashes,
+    the seed of the checkpoint signing key. All wrapped by the `audit` KEK of the key provider."""
+    for purpose in (PURPOSE_FIELD, PURPOSE_INDEX, PURPOSE_SIGNING):
+        keystore.ensure_secret(session, AUDIT_KEK, purpose)
+
+
+class Auditor:
+    """The platform's audit door: one per process, shared by every request."""
+
+    def __init__(self, log: AuditLog, keystore: Keystore, sessions: sessionmaker[Session], origin: str) -> None:
+        self.log = log
+        self.keystore = keystore
+        self.sessions = sessions
+        self.origin = origin
+
+    # -- building events ------------------------------------------------------------------
+
+    def event(
+        self,
+        context: RequestContext,
+        action: str,
+        *,
+        purpose: str,
+        decision: str = ev.ALLOWED,
+        subject: tuple[str, uuid.UUID] | None = None,
+        fields: Sequence[str] = (),
+        reason: str | None = None,
+        count: int | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> ev.AuditEvent:
+        event_id = uuid.uuid4()
+        return ev.AuditEvent(
+            action=action, purpose=purpose, decision=decision, actor=context.actor,
+            at=dt.datetime.now(dt.UTC), event_id=event_id, reason=reason,
+            subject_kind=subject[0] if subject else None, subject_id=subject[1] if subject else None,
+            fields=tuple(fields), count=count, network=self._network(context.ip, event_id),
+            request_id=context.request_id, detail=tuple(sorted((detail or {}).items())),
+        )  # fmt: skip
+
+    def _network(self, ip: str | None, event_id: uuid.UUID) -> ev.Network:
+        if not ip:
+            return ev.Network()
+        with self.sessions() as session:
+            key = self.keystore.active_field_key(session, AUDIT_KEK)
+            secret = self.keystore.secret(session, AUDIT_KEK, PURPOSE_INDEX)
+        return network.seal(key, secret, ip, event_id)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def disclosed(self, events: Iterable[ev.AuditEvent]) -> None:
+        """Reads: durable before the caller may return the data (raises AuditUnavailable)."""
+        self.log.append(events)
+
+    def record(self, session: Session, events: Iterable[ev.AuditEvent]) -> None:
+        """Writes (and refusals recorded with them): in the caller's transaction."""
+        stage(session, events)
+
+    def for_request(self, context: RequestContext) -> Recorder:
+        return Recorder(self, context)
+
+    def for_platform(self, component: str, *, operator: str | None = None) -> Recorder:
+        """The platform's own work (an import, key maintenance), started by `operator` (the
+        command line's user) when there is one."""
+        return Recorder(self, RequestContext(ev.Actor.platform(component), request_id=operator))
+
+
+class Recorder:
+    """What a service function receives to audit one request: the platform's auditor and the
+    request's context (actor, address, request id) bound together."""
+
+    def __init__(self, auditor: Auditor, context: RequestContext) -> None:
+        self.auditor = auditor
+        self.context = context
+
+    def disclosed(
+        self,
+        action: str,
+        *,
+        purpose: str,
+        subjects: Sequence[tuple[str, uuid.UUID]],
+        fields: Sequence[str],
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """Personal data of these subjects is about to leave the service: one event each,
+        durable before this returns (AuditUnavailable otherwise: return nothing)."""
+        self.auditor.disclosed(
+            self.auditor.event(self.context, action, purpose=purpose, subject=subject, fields=fields, detail=detail)
+            for subject in subjects
+        )
+
+    def refused(
+        self,
+        action: str,
+        *,
+        purpose: str,
+        reason: str,
+        decision: str = ev.DENIED,
+        subject: tuple[str, uuid.UUID] | None = None,
+    ) -> None:
+        """A denied or contained attempt, recorded durably (the refusal stands even if this fails)."""
+        event = self.auditor.event(
+            self.context, action, purpose=purpose, decision=decision, reason=reason, subject=subject
+        )
+        try:
+            self.auditor.disclosed([event])
+        except Exception:
+            return
+
+    def wrote(
+        self,
+        session: Session,
+        action: str,
+        *,
+        purpose: str,
+        subject: tuple[str, uuid.UUID] | None = None,
+        fields: Sequence[str] = (),
+        count: int | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """A write (or bulk work): its event commits or rolls back with the caller's transaction."""
+        stage(session, [self.bulk(action, purpose=purpose, subject=subject, fields=fields, count=count, detail=detail)])
+
+    def bulk(
+        self,
+        action: str,
+        *,
+        purpose: str,
+        subject: tuple[str, uuid.UUID] | None = None,
+        fields: Sequence[str] = (),
+        count: int | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> ev.AuditEvent:
+        """An event for the caller to stage itself (on a raw connection, with `stage_raw`)."""
+        return self.auditor.event(
+            self.context, action, purpose=purpose, subject=subject, fields=fields, count=count, detail=detail
+        )
+
+
+def stage(session: Session, events: Iterable[ev.AuditEvent]) -> None:
+    rows = [{"at": event.at, "body": ev.encode(event)} for event in events]
+    if rows:
+        session.execute(text("INSERT INTO audit.pending (at, body) VALUES (:at, :body)"), rows)
+
+
+def stage_raw(conn: psycopg.Connection[Any], events: Iterable[ev.AuditEvent]) -> None:
+    """The same, on a raw psycopg connection (the feed importer's)."""
+    for event in events:
+        conn.execute("INSERT INTO audit.pending (at, body) VALUES (%s, %s)", (event.at, ev.encode(event)))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def signing_key(session: Session, keystore: Keystore) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(keystore.secret(session, AUDIT_KEK, PURPOSE_SIGNING)[:32])
+
+
+def key_name(origin: str) -> str:
+    return origin
+
+
+def verifier_key(session: Session, keystore: Keystore, origin: str) -> str:
+    """What an insurer configures in its verifier: `<name>+<key hash>+<public key>`."""
+    return verifier_key_for(key_name(origin), signing_key(session, keystore).public_key())
+
+
+def head(session: Session) -> Head:
+    size, frontier = session.execute(text("SELECT size, frontier FROM audit.head")).one()
+    return Head(int(size), Frontier.from_bytes(bytes(frontier)).root())
+
+
+def make_checkpoint(session: Session, keystore: Keystore, origin: str) -> str:
+    """Sign the tree as it stands and keep the checkpoint (one per size)."""
+    current = head(session)
+    existing = session.execute(text("SELECT note FROM audit.checkpoints WHERE size = :size"),
+                               {"size": current.size}).scalar()  # fmt: skip
+    if existing is not None:
+        return str(existing)
+    note = sign_checkpoint(origin, current.size, current.root, key_name(origin), signing_key(session, keystore))
+    session.execute(
+        text("INSERT INTO audit.checkpoints (size, root, note) VALUES (:size, :root, :note) ON CONFLICT DO NOTHING"),
+        {"size": current.size, "root": current.root, "note": note},
+    )
+    session.commit()
+    return note
+
+
+def checkpoints(session: Session, *, since_size: int = 0) -> list[tuple[int, bytes, str]]:
+    rows = session.execute(
+        text("SELECT size, root, note FROM audit.checkpoints WHERE size >= :since ORDER BY size"),
+        {"since": since_size},
+    ).all()
+    return [(int(size), bytes(root), str(note)) for size, root, note in rows]
+
+
+def latest_checkpoint(session: Session) -> tuple[int, str] | None:
+    row = session.execute(text("SELECT size, note FROM audit.checkpoints ORDER BY size DESC LIMIT 1")).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+# -- proofs -----------------------------------------------------------------------------------
+
+
+def subtree_from_hints(session: Session) -> Callable[[int, int], bytes]:
+    """MTH of leaves [start, end) from what the database stores: node hashes of perfect
+    subtrees of 256 leaves and more, leaf hashes below. Untrusted: a proof built from a forged
+    hint fails its verification, which is what a verifier must see."""
+
+    def leaves(start: int, end: int) -> list[bytes]:
+        rows = session.execute(
+            text("SELECT seq, leaf FROM audit.events WHERE seq >= :a AND seq < :b ORDER BY seq"), {"a": start, "b": end}
+        ).all()
+        if [int(seq) for seq, _ in rows] != list(range(start, end)):
+            raise LookupError(f"events {start}..{end - 1} are not all in the log")
+        return [bytes(leaf) for _, leaf in rows]
+
+    def perfect(start: int, size: int) -> bytes:
+        level = size.bit_length() - 1
+        if level >= NODE_LEVEL:
+            stored = session.execute(
+                text("SELECT hash FROM audit.nodes WHERE level = :level AND index = :index"),
+                {"level": level, "index": start >> level},
+            ).scalar()
+            if stored is not None:
+                return bytes(stored)
+        return _fold(leaves(start, start + size))
+
+    def subtree(start: int, end: int) -> bytes:
+        size = end - start
+        if size & (size - 1) == 0 and start % size == 0:
+            return perfect(start, size)
+        split = 1 << ((size - 1).bit_length() - 1)
+        return node_hash(subtree(start, start + split), subtree(start + split, end))
+
+    return subtree
+
+
+def _fold(hashes: list[bytes]) -> bytes:
+    """MTH of a perfect (power-of-two) list of leaf hashes."""
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    index: int
+    size: int
+    body: bytes
+    leaf_hash: bytes
+    proof: list[bytes]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "size": self.size, "body": base64.b64encode(self.body).decode(),
+            "leaf_hash": self.leaf_hash.hex(), "proof": [p.hex() for p in self.proof],
+        }  # fmt: skip
+
+
+def prove_inclusion(session: Session, *, seq: int, size: int) -> InclusionProof:
+    if not 0 <= seq < size:
+        raise LookupError("the event must fall inside the tree")
+    body = session.execute(text("SELECT body FROM audit.events WHERE seq = :seq"), {"seq": seq}).scalar()
+    if body is None:
+        raise LookupError(f"no event {seq}")
+    proof = inclusion_proof(seq, size, subtree_from_hints(session))
+    return InclusionProof(seq, size, bytes(body), leaf_hash(seq, bytes(body)), proof)
+
+
+def prove_consistency(session: Session, *, size1: int, size2: int) -> list[bytes]:
+    if not 0 <= size1 <= size2:
+        raise LookupError("sizes must satisfy 0 <= size1 <= size2")
+    return consistency_proof(size1, size2, subtree_from_hints(session))

@@ -1,0 +1,202 @@
+"""`rempart audit verify`: recompute the Merkle tree from the stored events, check it against
+every kept checkpoint, and say where the log was changed.
+
+What is trusted: only the checkpoints' signatures (the signing key is in the key provider, not
+in the database, and insurers keep copies). Everything else in the database is evidence to
+check: the events' bytes, their positions, their time column, the stored leaf hashes and
+subtree hashes (hints).
+
+Findings, in the order of the log:
+* a position missing (`deleted`) or present twice (`inserted`);
+* an event whose bytes no longer hash to the leaf stored with it (`modified`), or whose
+  bytes belong at another position (`swapped`): the leaf binds the position;
+* an event whose time column disagrees with its bytes (`modified`);
+* a checkpoint whose root the recomputed tree does not reproduce (`checkpoint`): if no
+  finding above explains it (the hints were forged too), the stored subtree hashes that still
+  add up to the signed root narrow it down to the smallest range they can;
+* fewer events than a checkpoint commits to (`truncated`), a checkpoint with a bad signature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from rempart.audit import verifier
+from rempart.audit.log import leaf_hash
+from rempart.audit.merkle import Frontier
+from rempart.audit.verifier import node_hash
+
+AT_FORMAT = """to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # deleted, inserted, modified, swapped, checkpoint, truncated, signature
+    seq: int | None
+    message: str
+    until: int | None = None  # a range [seq, until) when the change cannot be pinned to one event
+
+
+@dataclass
+class Report:
+    events: int = 0
+    checkpoints: int = 0
+    seconds: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def first(self) -> Finding | None:
+        located = [f for f in self.findings if f.seq is not None]
+        return min(located, key=lambda f: f.seq or 0) if located else (self.findings[0] if self.findings else None)
+
+
+def verify(
+    conn: psycopg.Connection[Any], verifier_key: str, *, progress: Callable[[int], None] | None = None
+) -> Report:
+    started = time.perf_counter()
+    report = Report()
+    trusted = _trusted_checkpoints(conn, verifier_key, report)
+    report.checkpoints = len(trusted)
+    pending = list(trusted)  # (size, root), ascending
+    frontier = Frontier()
+    expected = 0
+    mismatched: dict[int, tuple[bytes, bytes]] = {}  # seq -> (body, stored leaf)
+    first_checkpoint_miss: tuple[int, bytes] | None = None
+    query = (
+        f"COPY (SELECT seq, body, leaf, convert_to({AT_FORMAT}, 'UTF8') FROM audit.events ORDER BY seq)"
+        " TO STDOUT (FORMAT BINARY)"
+    )
+    with conn.cursor().copy(query) as copy:
+        copy.set_types(["int8", "bytea", "bytea", "bytea"])
+        for seq, body, leaf, at_text in copy.rows():
+            if seq < expected:
+                report.findings.append(Finding("inserted", seq, f"event #{seq} appears twice: one was inserted"))
+                continue
+            if seq > expected:
+                report.findings.append(
+                    Finding("deleted", expected, f"events #{expected}..#{seq - 1} are missing: deleted", until=seq)
+                )
+                while frontier.size < seq:  # keep positions aligned so later checks still mean something
+                    frontier.append(b"\x00" * 32)
+                expected = seq
+            digest = leaf_hash(seq, body)
+            if digest != leaf:
+                mismatched[seq] = (bytes(body), bytes(leaf))
+            elif b'"at":"' + at_text + b'"' not in body:
+                report.findings.append(Finding("modified", seq, f"event #{seq}: its time column was changed"))
+            frontier.append(digest)
+            expected += 1
+            while pending and pending[0][0] == frontier.size:
+                size, root = pending.pop(0)
+                if frontier.root() != root and first_checkpoint_miss is None:
+                    first_checkpoint_miss = (size, root)
+            if progress is not None and expected % 100_000 == 0:
+                progress(expected)
+    report.events = expected
+    report.findings.extend(_explain_mismatches(mismatched))
+    if pending:
+        size, _ = pending[0]
+        report.findings.append(
+            Finding(
+                "truncated", expected, f"the log holds {expected} events but a checkpoint signed {size}", until=size
+            )
+        )
+    if first_checkpoint_miss is not None:
+        size, root = first_checkpoint_miss
+        explained = any(f.seq is not None and f.seq < size for f in report.findings)
+        if not explained:
+            start, end = _narrow(conn, size, root)
+            report.findings.append(
+                Finding(
+                    "checkpoint",
+                    start,
+                    f"the events differ from checkpoint {size}: the change lies in events #{start}..#{end - 1}",
+                    until=end,
+                )
+            )
+        else:
+            report.findings.append(Finding("checkpoint", None, f"the tree does not reproduce checkpoint {size}"))
+    size_in_head = conn.execute("SELECT size FROM audit.head").fetchone()
+    if size_in_head is not None and int(size_in_head[0]) != expected and not report.findings:
+        report.findings.append(
+            Finding("truncated", expected, f"the head says {size_in_head[0]} events, {expected} found")
+        )
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _trusted_checkpoints(conn: psycopg.Connection[Any], key: str, report: Report) -> list[tuple[int, bytes]]:
+    trusted: list[tuple[int, bytes]] = []
+    for size, note in conn.execute("SELECT size, note FROM audit.checkpoints ORDER BY size").fetchall():
+        try:
+            checkpoint = verifier.open_checkpoint(note, key)
+        except verifier.CheckpointError as exc:
+            report.findings.append(Finding("signature", None, f"checkpoint {size}: {exc}"))
+            continue
+        trusted.append((checkpoint.size, checkpoint.root))
+    return sorted(set(trusted))
+
+
+def _explain_mismatches(mismatched: dict[int, tuple[bytes, bytes]]) -> list[Finding]:
+    """Leaves bind their position: bytes found at #i that hash right at #j were moved there."""
+    findings: list[Finding] = []
+    for seq, (body, own_leaf) in sorted(mismatched.items()):
+        # Moved with its stored leaf, or alone: either way its bytes hash right at another position.
+        moved_from = next(
+            (
+                other
+                for other, (_, other_leaf) in mismatched.items()
+                if other != seq and leaf_hash(other, body) in (own_leaf, other_leaf)
+            ),
+            None,
+        )
+        if moved_from is not None:
+            findings.append(Finding("swapped", seq, f"event #{seq} holds the event recorded at #{moved_from}"))
+        else:
+            findings.append(Finding("modified", seq, f"event #{seq} was modified: its bytes no longer match its leaf"))
+    return findings
+
+
+def _narrow(conn: psycopg.Connection[Any], size: int, root: bytes) -> tuple[int, int]:
+    """Walk down from a signed root while the stored subtree hashes still add up to it."""
+
+    def stored(start: int, end: int) -> bytes | None:
+        width = end - start
+        if width & (width - 1) or start % width:
+            return None
+        level = width.bit_length() - 1
+        row = conn.execute("SELECT hash FROM audit.nodes WHERE level = %s AND index = %s", (level, start >> level))
+        found = row.fetchone()
+        return bytes(found[0]) if found else None
+
+    def actual(start: int, end: int) -> bytes:
+        rows = conn.execute(
+            "SELECT seq, body FROM audit.events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end)
+        ).fetchall()
+        return verifier.root_from_leaf_hashes([leaf_hash(int(seq), bytes(body)) for seq, body in rows])
+
+    start, end, trusted = 0, size, root
+    while end - start > 1:
+        split = 1 << ((end - start - 1).bit_length() - 1)
+        left = stored(start, start + split)
+        if left is None:
+            break
+        right = actual(start + split, end) if stored(start + split, end) is None else stored(start + split, end)
+        assert right is not None
+        if node_hash(left, right) != trusted:
+            break
+        if actual(start, start + split) != left:
+            end, trusted = start + split, left
+        else:
+            start, trusted = start + split, right
+    return start, end
