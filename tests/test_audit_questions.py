@@ -185,6 +185,20 @@ def test_v16_what_these_accounts_saw_with_a_completeness_proof(platform: Platfor
         proof = queries.prove_window(session, window, checkpoint_note=note, verifier_key=key)
     assert proof.complete and proof.events_read == 8, proof
 
+    # Someone moves one of mallory's events out of the window by its time column: the index
+    # misses it, the events' own bytes do not, and the answer is flagged incomplete.
+    with psycopg.connect(libpq_url(platform.url), autocommit=True) as raw, raw.transaction():
+        raw.execute("ALTER TABLE audit.events DISABLE TRIGGER USER")
+        raw.execute("UPDATE audit.events SET at = at - interval '400 days' WHERE seq = 3")
+        raw.execute("ALTER TABLE audit.events ENABLE TRIGGER USER")
+    with platform.session() as session:
+        moved = queries.prove_window(session, window, checkpoint_note=note, verifier_key=key)
+    assert not moved.complete and "differs" in moved.message
+    with psycopg.connect(libpq_url(platform.url), autocommit=True) as raw, raw.transaction():
+        raw.execute("ALTER TABLE audit.events DISABLE TRIGGER USER")
+        raw.execute("UPDATE audit.events SET at = at + interval '400 days' WHERE seq = 3")
+        raw.execute("ALTER TABLE audit.events ENABLE TRIGGER USER")
+
     # Someone erases one of mallory's events (the owner, trigger disabled): the answer is no
     # longer provably complete.
     with psycopg.connect(libpq_url(platform.url), autocommit=True) as raw, raw.transaction():
@@ -212,7 +226,7 @@ def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal: tuple[Platf
     old = verifier.open_checkpoint(old_note, key)
     assert (old.size, checkpoint.size) == (40, 70)
     proof = client.get("/api/v1/audit/proofs/inclusion", params={"seq": 33, "size": 70}, headers=operator).json()
-    leaf = verifier.leaf_hash((33).to_bytes(8, "big") + base64.b64decode(proof["body"]))
+    leaf = verifier.event_leaf_hash(33, proof["logged_at_us"], base64.b64decode(proof["body"]))
     assert leaf.hex() == proof["leaf_hash"]
     assert verifier.verify_inclusion(leaf, 33, 70, [bytes.fromhex(h) for h in proof["proof"]], checkpoint.root)
     consistency = client.get("/api/v1/audit/proofs/consistency", params={"from": 40, "to": 70}, headers=operator)
@@ -254,7 +268,11 @@ def test_cli_verify_prove_and_the_standalone_verifier(
         (tmp_path / "proof.json").write_text(proof.stdout)
         document = json.loads(proof.stdout)
         body = base64.b64decode(document["body"])
-        assert document["leaf_hash"] == verifier.leaf_hash((5).to_bytes(8, "big") + body).hex()
+        assert document["leaf_hash"] == verifier.event_leaf_hash(5, document["logged_at_us"], body).hex()
+        # A forged event with the genuine leaf hash is refused: the verifier recomputes the leaf.
+        forged = dict(document, body=base64.b64encode(body.replace(b"tiers-payant", b"tiers-payanT")).decode())
+        (tmp_path / "forged.json").write_text(json.dumps(forged))
+        assert verifier.main(["inclusion", str(tmp_path / "note"), key, str(tmp_path / "forged.json")]) == 1
         assert verifier.main(["inclusion", str(tmp_path / "note"), key, str(tmp_path / "proof.json")]) == 0
 
         with psycopg.connect(libpq_url(database_url), autocommit=True) as raw, raw.transaction():

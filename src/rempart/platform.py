@@ -5,6 +5,7 @@ Every door (CLI, API, tests) opens one `Platform` and passes its parts to servic
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from rempart.audit import service as audit_service
-from rempart.audit.log import AuditLog, Head
+from rempart.audit.log import AuditLog, Head, ensure_partitions
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.local import LocalKeyringProvider
 from rempart.crypto.provider import KeyProvider
@@ -105,6 +106,9 @@ class Platform:
 
     def close(self) -> None:
         self.audit.log.close()
+        bind = self.audit.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
         self.engine.dispose()
         for engine in self._tenant_engines.values():
             engine.dispose()
@@ -123,14 +127,19 @@ def open_platform(settings: Settings | None = None, *, run_migrations: bool = Tr
     with sessions() as session:
         audit_service.ensure_keys(session, keystore)
         session.commit()
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        ensure_partitions(conn, dt.date.today())
     log = AuditLog(lambda: psycopg.connect(libpq_url(url)))
-    auditor = audit_service.Auditor(log, keystore, sessions, settings.audit_log_origin)
-    log.on_batch(_periodic_checkpoints(sessions, keystore, settings))
+    # The audit's own small pool: requests waiting for their event to commit hold the main
+    # pool's connections, so the audit must never need one of those to make progress.
+    audit_sessions = make_sessionmaker(make_engine(url, pool_size=2))
+    auditor = audit_service.Auditor(log, keystore, audit_sessions, settings.audit_log_origin)
+    log.on_batch(_periodic_checkpoints(audit_sessions, keystore, settings, url))
     return Platform(settings, url, engine, sessions, keystore, auditor)
 
 
 def _periodic_checkpoints(
-    sessions: sessionmaker[Session], keystore: Keystore, settings: Settings
+    sessions: sessionmaker[Session], keystore: Keystore, settings: Settings, url: str
 ) -> Callable[[Head], None]:
     """After a batch, sign the tree if the last signature is older than the configured period."""
     last = [time.monotonic()]
@@ -139,6 +148,8 @@ def _periodic_checkpoints(
         if time.monotonic() - last[0] < settings.audit_checkpoint_seconds:
             return
         last[0] = time.monotonic()
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:  # a new month's partition, ahead of time
+            ensure_partitions(conn, dt.date.today())
         with sessions() as session:
             audit_service.make_checkpoint(session, keystore, settings.audit_log_origin)
 

@@ -12,8 +12,11 @@ Each batch locks the one-row `audit.head` (size and frontier), so batches of eve
 the platform append in a single order, with no gap: the tree position (`seq`) is given at
 commit, not at request time.
 
-The leaf of event number `seq` is SHA-256(0x00 || seq as 8 bytes big-endian || body): binding
-the position into the leaf makes two events swapped in place detectable one by one.
+The leaf of event number `seq` is SHA-256(0x00 || event), the event's bytes being its position
+and the time the log sequenced it (8 bytes each, big-endian, microseconds since the epoch),
+then its canonical body (`verifier.event_leaf_hash`). The position makes two events swapped in
+place detectable one by one; the sequencing time, never decreasing along the log, lets a
+time window be mapped to a range of positions that a signed root vouches for.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import hashlib
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -42,19 +46,41 @@ class AuditUnavailable(RuntimeError):
     """The access could not be recorded, so it does not happen: nothing is returned."""
 
 
-def leaf_input(seq: int, body: bytes) -> bytes:
-    """The bytes a leaf hashes: the event's position, then its canonical encoding."""
-    return struct.pack(">Q", seq) + body
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
 
 
-def leaf_hash(seq: int, body: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + struct.pack(">Q", seq) + body).digest()
+def micros(at: dt.datetime) -> int:
+    """Exact microseconds since the epoch (no float on the way)."""
+    return (at - EPOCH) // MICROSECOND
+
+
+def leaf_hash(seq: int, logged_us: int, body: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + struct.pack(">QQ", seq, logged_us) + body).digest()
+
+
+class Record(NamedTuple):
+    """An event as stored: its bytes, plus the copies of the values the questions filter on."""
+
+    at: dt.datetime
+    body: bytes
+    account_id: uuid.UUID | None
+    api_client_id: uuid.UUID | None
+    network: str | None
+    subject_id: uuid.UUID | None
+
+    @staticmethod
+    def of(event: ev.AuditEvent) -> Record:
+        return Record(event.at, ev.encode(event), event.actor.account_id, event.actor.api_client_id,
+                      event.network.prefix_hash, event.subject_id)  # fmt: skip
+
+
+COLUMNS = "at, body, account_id, api_client_id, network, subject_id"
 
 
 @dataclass(slots=True)
 class _Waiting:
-    at: dt.datetime
-    body: bytes
+    record: Record
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -65,34 +91,98 @@ class Head:
     root: bytes
 
 
-def append_batch(conn: psycopg.Connection[Any], records: Sequence[tuple[dt.datetime, bytes]]) -> Head:
-    """Sequence staged events, then `records`, in one transaction on `conn` (autocommit off).
+class HeadMoved(Exception):
+    """Another process appended since this one last read the head: re-read and retry."""
 
-    Used by the committer thread, and alone (one event per call) as the naive baseline."""
-    with conn.transaction():
-        size, frontier_bytes = conn.execute("SELECT size, frontier FROM audit.head FOR UPDATE").fetchone()  # type: ignore[misc]
-        frontier = Frontier.from_bytes(bytes(frontier_bytes))
-        assert frontier.size == size, "audit head is inconsistent"
-        staged = conn.execute("DELETE FROM audit.pending RETURNING id, at, body").fetchall()
-        staged.sort()
-        all_records = [(at, bytes(body)) for _, at, body in staged]
+
+def append_batch(
+    conn: psycopg.Connection[Any],
+    records: Sequence[Record],
+    *,
+    frontier: Frontier | None = None,
+    drain: bool = True,
+    lock: bool = False,
+) -> tuple[Head, Frontier]:
+    """Sequence staged events (when `drain`), then `records`, in one transaction on `conn`.
+
+    Optimistic: `frontier` is the caller's last known head (None: read it). The rows are
+    written first, then `audit.advance` moves the head only if nobody else did meanwhile,
+    and the commit goes in the same round trip; if the head moved, everything rolls back
+    and `HeadMoved` is raised (retry with `frontier=None`). A committer alone (the usual
+    case) thus pays two round trips per batch, and batches of several processes still get
+    one gapless order. After losing a race, `lock=True` reads the head FOR UPDATE, so the
+    retry cannot lose again. Used alone with a batch of one, this is the naive baseline."""
+    try:
+        if frontier is None:
+            query = "SELECT frontier FROM audit.head" + (" FOR UPDATE" if lock else "")
+            (frontier_bytes,) = conn.execute(query).fetchone()  # type: ignore[misc]
+            frontier = Frontier.from_bytes(bytes(frontier_bytes))
+        else:
+            frontier = Frontier(frontier.size, frontier.hashes)  # a failed batch must not move the caller's copy
+        start = frontier.size
+        all_records: list[Record] = []
+        if drain:
+            staged = conn.execute(f"DELETE FROM audit.pending RETURNING id, {COLUMNS}").fetchall()
+            staged.sort(key=lambda row: row[0])
+            all_records.extend(Record(at, bytes(body), *rest) for _, at, body, *rest in staged)
         all_records.extend(records)
         if not all_records:
-            return Head(size, frontier.root())
+            conn.rollback()
+            return Head(start, frontier.root()), frontier
         nodes: list[tuple[int, int, bytes]] = []
-        with conn.cursor().copy("COPY audit.events (seq, at, body, leaf) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "timestamptz", "bytea", "bytea"])
-            for at, body in all_records:
+        logged = dt.datetime.now(dt.UTC)
+        logged_us = micros(logged)
+        copy_sql = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with conn.cursor().copy(copy_sql) as copy:
+            copy.set_types(["int8", "timestamptz", "bytea", "timestamptz", "bytea", "uuid", "uuid", "text", "uuid"])
+            for record in all_records:
                 seq = frontier.size
-                leaf = leaf_hash(seq, body)
-                for level, index, digest in frontier.append(leaf):
-                    if level >= NODE_LEVEL:
-                        nodes.append((level, index, digest))
-                copy.write_row((seq, at, body, leaf))
-        if nodes:
-            conn.cursor().executemany("INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", nodes)
-        conn.execute("UPDATE audit.head SET size = %s, frontier = %s", (frontier.size, frontier.to_bytes()))
-        return Head(frontier.size, frontier.root())
+                leaf = leaf_hash(seq, logged_us, record.body)
+                nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
+                copy.write_row((seq, logged, leaf, *record))
+        # The subtree hashes, the head's move and the commit go in one round trip.
+        with conn.pipeline():
+            if nodes:
+                conn.cursor().executemany("INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", nodes)
+            conn.execute("SELECT audit.advance(%s, %s, %s)", (start, frontier.size, frontier.to_bytes()))
+            conn.commit()
+    except psycopg.errors.SerializationFailure:
+        conn.rollback()
+        raise HeadMoved from None
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    return Head(frontier.size, frontier.root()), frontier
+
+
+def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_ahead: int = 2) -> list[str]:
+    """Monthly partitions from last month to `months_ahead` ahead (events of a month with no
+    partition land in the default one, which stays correct, only slower to prune)."""
+    created = []
+    year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    for _ in range(months_ahead + 2):
+        start = dt.date(year, month, 1)
+        year, month = (year, month + 1) if month < 12 else (year + 1, 1)
+        end = dt.date(year, month, 1)
+        name = f"events_{start:%Y_%m}"
+        exists = conn.execute("SELECT to_regclass(%s)", (f"audit.{name}",)).fetchone()
+        if exists is not None and exists[0] is not None:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(
+                    f"CREATE TABLE audit.{name} PARTITION OF audit.events FOR VALUES FROM ('{start}') TO ('{end}')"
+                )
+                # Row triggers come from the parent; TRUNCATE of a partition must be refused too.
+                conn.execute(
+                    f"CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON audit.{name}"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change()"
+                )
+            created.append(name)
+        except psycopg.errors.CheckViolation:
+            pass  # that month already has events in the default partition: they stay there
+    return created
 
 
 class AuditLog:
@@ -112,7 +202,7 @@ class AuditLog:
 
     def append(self, events: Iterable[ev.AuditEvent], *, timeout: float = 10.0) -> None:
         """Record events and return once they are committed; raise AuditUnavailable otherwise."""
-        waiting = [_Waiting(event.at, ev.encode(event)) for event in events]
+        waiting = [_Waiting(Record.of(event)) for event in events]
         if not waiting:
             return
         with self._cond:
@@ -130,20 +220,10 @@ class AuditLog:
 
     # -- writes: same transaction as the write -----------------------------------------------
 
-    @staticmethod
-    def stage(execute: Callable[[str, dict[str, Any]], object], events: Iterable[ev.AuditEvent]) -> None:
-        """Insert events into `audit.pending` through the write's own transaction (`execute`
-        runs one statement with named parameters on it)."""
-        for event in events:
-            execute(
-                "INSERT INTO audit.pending (at, body) VALUES (%(at)s, %(body)s)",
-                {"at": event.at, "body": ev.encode(event)},
-            )
-
     def sync(self) -> Head:
         """Sequence everything staged so far (and wait for it); returns the new head."""
         with self._connect() as conn:
-            return append_batch(conn, [])
+            return append_batch(conn, [], lock=True)[0]
 
     def start(self) -> None:
         """Start the committer now (a server does, so staged events are sequenced promptly)."""
@@ -163,6 +243,23 @@ class AuditLog:
 
     # -- the committer -------------------------------------------------------------------------
 
+    def _retry_without_staged(
+        self, conn: psycopg.Connection[Any] | None, batch: list[_Waiting], first: Exception
+    ) -> tuple[Head | None, Frontier | None, psycopg.Connection[Any] | None]:
+        if conn is not None:
+            conn.close()
+        try:
+            conn = self._connect()
+            head, frontier = append_batch(conn, [item.record for item in batch], drain=False, lock=True)
+            self.batches += 1
+            return head, frontier, conn
+        except Exception as exc:
+            for item in batch:
+                item.error = exc
+            if conn is not None:
+                conn.close()
+            return None, None, None
+
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="audit-committer", daemon=True)
@@ -170,6 +267,8 @@ class AuditLog:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        frontier: Frontier | None = None  # the head as this process last wrote it
+        drained = 0.0
         while True:
             with self._cond:
                 if not self._queue and not self._stopping:
@@ -177,18 +276,32 @@ class AuditLog:
                 if self._stopping and not self._queue:
                     break
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            # Staged writes are picked up at least every PENDING_POLL_SECONDS, not every batch.
+            drain = time.monotonic() - drained >= PENDING_POLL_SECONDS
+            head: Head | None = None
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
-                head = append_batch(conn, [(item.at, item.body) for item in batch])
+                    conn, frontier = self._connect(), None
+                try:
+                    head, frontier = append_batch(conn, [item.record for item in batch], frontier=frontier,
+                                                  drain=drain)  # fmt: skip
+                except HeadMoved:  # another process appended: take the head's lock and go again
+                    head, frontier = append_batch(conn, [item.record for item in batch], drain=drain, lock=True)
+                if drain:
+                    drained = time.monotonic()
                 self.batches += 1
-            except BaseException as exc:
-                for item in batch:
-                    item.error = exc
-                if conn is not None:
-                    conn.close()
-                conn = None
-                head = None
+            except Exception as exc:
+                if drain and batch:
+                    # A staged row the log cannot take must not stop the reads: retry without
+                    # the staged rows (they stay in audit.pending, and `sync` reports the error).
+                    drained = time.monotonic()
+                    head, frontier, conn = self._retry_without_staged(conn, batch, exc)
+                else:
+                    for item in batch:
+                        item.error = exc
+                    if conn is not None:
+                        conn.close()
+                    conn, frontier, head = None, None, None
             for item in batch:
                 item.done.set()
             if head is not None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from rempart.audit import events as ev
 from rempart.audit import network, verifier
-from rempart.audit.log import leaf_hash
+from rempart.audit.log import leaf_hash, micros
 from rempart.audit.service import AUDIT_KEK, subtree_from_hints
 from rempart.audit.verifier import node_hash
 from rempart.crypto.keystore import Keystore
@@ -131,6 +131,9 @@ def _summarise(documents: Any) -> list[SeenSubject]:
     return sorted(seen.values(), key=lambda s: (s.first or dt.datetime.min.replace(tzinfo=dt.UTC), s.subject_id))
 
 
+SLACK = dt.timedelta(minutes=5)  # clocks of the platform's processes may differ by less
+
+
 @dataclass(frozen=True)
 class Completeness:
     complete: bool
@@ -142,24 +145,45 @@ class Completeness:
 
 
 def prove_window(session: Session, window: Window, *, checkpoint_note: str, verifier_key: str) -> Completeness:
-    """Re-read every event of the window's positions from its bytes, filter without indexes,
-    and check the recomputed leaves reproduce the signed root of `checkpoint_note`."""
+    """Re-read every event that could belong to the window from its bytes, filter without
+    indexes, and check the recomputed leaves reproduce the signed root of `checkpoint_note`.
+
+    Which positions: sequencing times are in the leaves and never decrease along a verified
+    log, and an event is sequenced after it happens; so every event of the window lies at or
+    after the first position sequenced at `since - SLACK`. That position is found by bisection
+    and proven by the signed time of the event just before it; everything from there to the
+    checkpoint's size is read."""
     signed = verifier.open_checkpoint(checkpoint_note, verifier_key)
-    first, last = session.execute(
-        text("SELECT min(seq), max(seq) FROM audit.events WHERE at >= :since AND at < :until"),
-        {"since": window.since, "until": window.until},
-    ).one()
-    if first is None:
-        first, last = 0, -1
-    start, end = int(first), int(last) + 1
-    if end > signed.size:
+    threshold = micros(window.since - SLACK)
+
+    def logged(seq: int) -> int | None:
+        value = session.execute(
+            text("SELECT (extract(epoch FROM logged_at) * 1000000)::int8 FROM audit.events WHERE seq = :seq"),
+            {"seq": seq},
+        ).scalar()
+        return None if value is None else int(value)
+
+    low, high = 0, signed.size
+    while low < high:
+        middle = (low + high) // 2
+        value = logged(middle)
+        if value is None:
+            return Completeness(False, signed.size, low, high, 0, f"event #{middle} is missing from the log")
+        low, high = (middle + 1, high) if value < threshold else (low, middle)
+    start, end = max(low - 1, 0), signed.size
+    if session.execute(text("SELECT count(*) FROM audit.events WHERE seq >= :end AND at < :until"),
+                       {"end": end, "until": window.until}).scalar():  # fmt: skip
         return Completeness(False, signed.size, start, end, 0, "the window runs past the checkpoint: sign a newer one")
     rows = session.execute(
-        text("SELECT seq, at, body FROM audit.events WHERE seq >= :a AND seq < :b ORDER BY seq"), {"a": start, "b": end}
+        text(
+            "SELECT seq, (extract(epoch FROM logged_at) * 1000000)::int8, body FROM audit.events"
+            " WHERE seq >= :a AND seq < :b ORDER BY seq"
+        ),
+        {"a": start, "b": end},
     ).all()
     if [int(seq) for seq, _, _ in rows] != list(range(start, end)):
         return Completeness(False, signed.size, start, end, len(rows), "events are missing or repeated in the window")
-    leaves = [leaf_hash(int(seq), bytes(body)) for seq, _, body in rows]
+    leaves = [leaf_hash(int(seq), int(at_us), bytes(body)) for seq, at_us, body in rows]
     hints = subtree_from_hints(session)
 
     def subtree(a: int, b: int) -> bytes:
@@ -170,15 +194,17 @@ def prove_window(session: Session, window: Window, *, checkpoint_note: str, veri
         split = 1 << ((b - a - 1).bit_length() - 1)
         return node_hash(subtree(a, a + split), subtree(a + split, b))
 
-    root = subtree(0, signed.size) if signed.size else verifier.root_from_leaf_hashes([])
+    root = subtree(0, signed.size) if signed.size else verifier.EMPTY_ROOT
     if root != signed.root:
-        return Completeness(
-            False, signed.size, start, end, len(rows), "the window's events do not match the signed log"
-        )
+        mismatch = "the window's events do not match the signed log"
+        return Completeness(False, signed.size, start, end, len(rows), mismatch)
+    if low > 0 and int(rows[0][1]) >= threshold:
+        return Completeness(False, signed.size, start, end, len(rows), "the window's first position is not proven")
     unindexed = _summarise(
         document
-        for _, at, body in rows
-        if window.since <= at < window.until and window.matches(document := ev.decode(bytes(body)))
+        for _, _, body in rows
+        if window.matches(document := ev.decode(bytes(body)))
+        and window.since <= dt.datetime.fromisoformat(document["at"]) < window.until
         and document["subject"] is not None
     )  # fmt: skip
     indexed = subjects_seen(session, window)

@@ -76,10 +76,11 @@ def build_router(platform: Platform) -> APIRouter:
         size: Annotated[int, Query(ge=1)],
         session: Session = Depends(db),
     ) -> JSONResponse:
-        """Proof that event `seq` is in the tree of `size` events (RFC 9162)."""
-        auditor(request, session)
+        """Proof that event `seq` is in the tree of `size` events (RFC 9162). The event itself
+        comes with it for the platform's own auditors; insurer staff get the proof only."""
+        user = auditor(request, session)
         try:
-            proof = audit.prove_inclusion(session, seq=seq, size=size)
+            proof = audit.prove_inclusion(session, seq=seq, size=size, with_event=user.role != "insurer_staff")
         except LookupError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         return JSONResponse(proof.as_json())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from rempart.audit import events as ev
 from rempart.audit import network
 from rempart.audit.checkpoint import sign_checkpoint, verifier_key_for
-from rempart.audit.log import NODE_LEVEL, AuditLog, Head, leaf_hash
+from rempart.audit.log import COLUMNS, NODE_LEVEL, AuditLog, Head, Record, leaf_hash
 from rempart.audit.merkle import Frontier, consistency_proof, inclusion_proof
 from rempart.audit.verifier import node_hash
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.models import PURPOSE_FIELD, PURPOSE_INDEX, PURPOSE_SIGNING
 
 AUDIT_KEK = network.AUDIT_KEK
+NETWORK_KEY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class Auditor:
         self.keystore = keystore
         self.sessions = sessions
         self.origin = origin
+        self._network_keys: tuple[float, Any, bytes] | None = None  # (fetched at, data key, prefix secret)
 
     # -- building events ------------------------------------------------------------------
 
@@ -71,11 +74,12 @@ class Auditor:
         reason: str | None = None,
         count: int | None = None,
         detail: dict[str, str] | None = None,
+        at: dt.datetime | None = None,
     ) -> ev.AuditEvent:
         event_id = uuid.uuid4()
         return ev.AuditEvent(
             action=action, purpose=purpose, decision=decision, actor=context.actor,
-            at=dt.datetime.now(dt.UTC), event_id=event_id, reason=reason,
+            at=at or dt.datetime.now(dt.UTC), event_id=event_id, reason=reason,
             subject_kind=subject[0] if subject else None, subject_id=subject[1] if subject else None,
             fields=tuple(fields), count=count, network=self._network(context.ip, event_id),
             request_id=context.request_id, detail=tuple(sorted((detail or {}).items())),
@@ -84,10 +88,13 @@ class Auditor:
     def _network(self, ip: str | None, event_id: uuid.UUID) -> ev.Network:
         if not ip:
             return ev.Network()
-        with self.sessions() as session:
-            key = self.keystore.active_field_key(session, AUDIT_KEK)
-            secret = self.keystore.secret(session, AUDIT_KEK, PURPOSE_INDEX)
-        return network.seal(key, secret, ip, event_id)
+        cached = self._network_keys
+        if cached is None or time.monotonic() - cached[0] > NETWORK_KEY_SECONDS:
+            with self.sessions() as session:  # a rotated audit key is picked up within a minute
+                key = self.keystore.active_field_key(session, AUDIT_KEK)
+                secret = self.keystore.secret(session, AUDIT_KEK, PURPOSE_INDEX)
+            cached = self._network_keys = (time.monotonic(), key, secret)
+        return network.seal(cached[1], cached[2], ip, event_id)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -181,15 +188,22 @@ class Recorder:
 
 
 def stage(session: Session, events: Iterable[ev.AuditEvent]) -> None:
-    rows = [{"at": event.at, "body": ev.encode(event)} for event in events]
+    """Events of a write, into `audit.pending` in the write's own transaction."""
+    rows = [Record.of(event)._asdict() for event in events]
     if rows:
-        session.execute(text("INSERT INTO audit.pending (at, body) VALUES (:at, :body)"), rows)
+        session.execute(
+            text(
+                f"INSERT INTO audit.pending ({COLUMNS})"
+                " VALUES (:at, :body, :account_id, :api_client_id, :network, :subject_id)"
+            ),
+            rows,
+        )
 
 
 def stage_raw(conn: psycopg.Connection[Any], events: Iterable[ev.AuditEvent]) -> None:
     """The same, on a raw psycopg connection (the feed importer's)."""
     for event in events:
-        conn.execute("INSERT INTO audit.pending (at, body) VALUES (%s, %s)", (event.at, ev.encode(event)))
+        conn.execute(f"INSERT INTO audit.pending ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)", Record.of(event))
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -290,25 +304,34 @@ def _fold(hashes: list[bytes]) -> bytes:
 class InclusionProof:
     index: int
     size: int
-    body: bytes
     leaf_hash: bytes
     proof: list[bytes]
+    logged_at_us: int | None = None  # the event itself, when the caller may see it
+    body: bytes | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index, "size": self.size, "body": base64.b64encode(self.body).decode(),
-            "leaf_hash": self.leaf_hash.hex(), "proof": [p.hex() for p in self.proof],
-        }  # fmt: skip
+        document: dict[str, Any] = {"index": self.index, "size": self.size, "leaf_hash": self.leaf_hash.hex(),
+                                    "proof": [p.hex() for p in self.proof]}  # fmt: skip
+        if self.body is not None:
+            document |= {"logged_at_us": self.logged_at_us, "body": base64.b64encode(self.body).decode()}
+        return document
 
 
-def prove_inclusion(session: Session, *, seq: int, size: int) -> InclusionProof:
+def prove_inclusion(session: Session, *, seq: int, size: int, with_event: bool = True) -> InclusionProof:
+    """`with_event=False` proves the event is there without disclosing it (for auditors who
+    may not read every event: an insurer's, about other insurers' traffic)."""
     if not 0 <= seq < size:
         raise LookupError("the event must fall inside the tree")
-    body = session.execute(text("SELECT body FROM audit.events WHERE seq = :seq"), {"seq": seq}).scalar()
-    if body is None:
+    row = session.execute(
+        text("SELECT (extract(epoch FROM logged_at) * 1000000)::int8, body FROM audit.events WHERE seq = :seq"),
+        {"seq": seq},
+    ).first()
+    if row is None:
         raise LookupError(f"no event {seq}")
+    logged, body = int(row[0]), bytes(row[1])
     proof = inclusion_proof(seq, size, subtree_from_hints(session))
-    return InclusionProof(seq, size, bytes(body), leaf_hash(seq, bytes(body)), proof)
+    leaf = leaf_hash(seq, logged, body)
+    return InclusionProof(seq, size, leaf, proof, logged if with_event else None, body if with_event else None)
 
 
 def prove_consistency(session: Session, *, size1: int, size2: int) -> list[bytes]:

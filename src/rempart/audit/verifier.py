@@ -12,6 +12,9 @@ KEY is the log's verifier key, `<name>+<8 hex digits>+<base64>`. Exit status: 0 
 1 invalid or unreadable, 2 usage error. Proof files are JSON:
 
     inclusion:   {"index": i, "size": n, "leaf_hash": "<hex>", "proof": ["<hex>", ...]}
+                 optionally with the event itself, "logged_at_us": t and "body": "<base64>":
+                 the leaf is then recomputed from them (see `event_leaf_hash`), not taken
+                 on trust.
     consistency: {"size1": m, "size2": n, "proof": ["<hex>", ...]}
 
 A root hash only means something together with its tree size: a proof checked against a
@@ -299,6 +302,17 @@ def open_checkpoint(note: str | bytes, verifier_key: str | VerifierKey, *, origi
     return _parse_checkpoint(open_note(note, verifier_key), origin)
 
 
+# --- Rempart's leaves ------------------------------------------------------------------
+
+
+def event_leaf_hash(index: int, logged_at_us: int, body: bytes) -> bytes:
+    """The leaf of Rempart's event number `index`: the event's bytes in their encoding version 1
+    are its position (8 bytes, big-endian), the time the log sequenced it (microseconds since
+    1970-01-01 UTC, 8 bytes, big-endian) and its canonical JSON body. Position and time inside
+    the leaf make an event moved or re-dated in the database detectable on its own."""
+    return leaf_hash(index.to_bytes(8, "big") + logged_at_us.to_bytes(8, "big") + body)
+
+
 # --- command line -----------------------------------------------------------------------
 
 
@@ -353,6 +367,10 @@ def _run(args: argparse.Namespace) -> tuple[bool, str]:
         data = _load_json(args.proof)
         index, size = _count(data, "index"), _count(data, "size")
         leaf, proof = _hash(_field(data, "leaf_hash"), "'leaf_hash'"), _hash_list(data)
+        if "body" in data:
+            body = base64.b64decode(str(data["body"]), validate=True)
+            if event_leaf_hash(index, _count(data, "logged_at_us"), body) != leaf:
+                return False, f"the event given does not hash to leaf {index}"
         if size != checkpoint.size:
             return False, f"proof is for size {size}, the checkpoint has size {checkpoint.size}"
         if not verify_inclusion(leaf, index, size, proof, checkpoint.root):

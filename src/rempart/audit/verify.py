@@ -31,7 +31,30 @@ from rempart.audit.log import leaf_hash
 from rempart.audit.merkle import Frontier
 from rempart.audit.verifier import node_hash
 
+CLOCK_TOLERANCE_US = 60_000_000  # processes' clocks may differ a little; not by a minute
+MAX_PAIRING = 1_000
 AT_FORMAT = """to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def _copy_matches(key: str, column: str, cast: str = "::text") -> str:
+    """SQL: the column's value appears in the event's bytes as that key's value (or null)."""
+    return (
+        f"""position(convert_to(CASE WHEN {column} IS NULL THEN '"{key}":null'"""
+        f""" ELSE '"{key}":"' || {column}{cast} || '"' END, 'UTF8') IN body) > 0"""
+    )
+
+
+# The database's copies of values held in the bytes (time, account, client, network, subject)
+# are compared inside PostgreSQL, alongside the Python hashing (two cores, two workers).
+COPIES_MATCH = " AND ".join(
+    [
+        f"""position(convert_to('"at":"' || {AT_FORMAT} || '"', 'UTF8') IN body) > 0""",
+        _copy_matches("account", "account_id"),
+        _copy_matches("api_client", "api_client_id"),
+        _copy_matches("network", "network", ""),
+        _copy_matches("subject", "subject_id"),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -64,20 +87,39 @@ def verify(
 ) -> Report:
     started = time.perf_counter()
     report = Report()
+    # One snapshot for everything read: appends going on meanwhile do not show half-way.
+    saved = conn.isolation_level, conn.read_only
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    try:
+        with conn.transaction():
+            _walk(conn, verifier_key, report, progress)
+    finally:
+        conn.isolation_level, conn.read_only = saved
+    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _walk(
+    conn: psycopg.Connection[Any], verifier_key: str, report: Report, progress: Callable[[int], None] | None
+) -> None:
     trusted = _trusted_checkpoints(conn, verifier_key, report)
     report.checkpoints = len(trusted)
     pending = list(trusted)  # (size, root), ascending
+    if pending and pending[0][0] == 0 and pending.pop(0)[1] != verifier.EMPTY_ROOT:
+        report.findings.append(Finding("checkpoint", None, "the checkpoint of the empty log has a wrong root"))
     frontier = Frontier()
     expected = 0
-    mismatched: dict[int, tuple[bytes, bytes]] = {}  # seq -> (body, stored leaf)
+    last_logged = 0
+    mismatched: dict[int, tuple[bytes, int, bytes]] = {}  # seq -> (body, logged, stored leaf)
     first_checkpoint_miss: tuple[int, bytes] | None = None
     query = (
-        f"COPY (SELECT seq, body, leaf, convert_to({AT_FORMAT}, 'UTF8') FROM audit.events ORDER BY seq)"
-        " TO STDOUT (FORMAT BINARY)"
+        "COPY (SELECT seq, (extract(epoch FROM logged_at) * 1000000)::int8, body, leaf, "
+        f"{COPIES_MATCH} FROM audit.events ORDER BY seq) TO STDOUT (FORMAT BINARY)"
     )
     with conn.cursor().copy(query) as copy:
-        copy.set_types(["int8", "bytea", "bytea", "bytea"])
-        for seq, body, leaf, at_text in copy.rows():
+        copy.set_types(["int8", "int8", "bytea", "bytea", "bool"])
+        for seq, logged, body, leaf, copies_match in copy.rows():
             if seq < expected:
                 report.findings.append(Finding("inserted", seq, f"event #{seq} appears twice: one was inserted"))
                 continue
@@ -88,16 +130,21 @@ def verify(
                 while frontier.size < seq:  # keep positions aligned so later checks still mean something
                     frontier.append(b"\x00" * 32)
                 expected = seq
-            digest = leaf_hash(seq, body)
+            digest = leaf_hash(seq, logged, body)
             if digest != leaf:
-                mismatched[seq] = (bytes(body), bytes(leaf))
-            elif b'"at":"' + at_text + b'"' not in body:
-                report.findings.append(Finding("modified", seq, f"event #{seq}: its time column was changed"))
+                mismatched[seq] = (bytes(body), logged, bytes(leaf))
+            elif not copies_match:
+                report.findings.append(
+                    Finding("modified", seq, f"event #{seq}: a column no longer matches its bytes (time or an index)")
+                )
+            elif logged < last_logged - CLOCK_TOLERANCE_US:
+                report.findings.append(Finding("order", seq, f"event #{seq} was sequenced before the one ahead of it"))
+            last_logged = max(last_logged, logged)
             frontier.append(digest)
             expected += 1
-            while pending and pending[0][0] == frontier.size:
+            while pending and pending[0][0] <= frontier.size:  # sizes skipped in a gap cannot be checked
                 size, root = pending.pop(0)
-                if frontier.root() != root and first_checkpoint_miss is None:
+                if size == frontier.size and frontier.root() != root and first_checkpoint_miss is None:
                     first_checkpoint_miss = (size, root)
             if progress is not None and expected % 100_000 == 0:
                 progress(expected)
@@ -127,12 +174,8 @@ def verify(
             report.findings.append(Finding("checkpoint", None, f"the tree does not reproduce checkpoint {size}"))
     size_in_head = conn.execute("SELECT size FROM audit.head").fetchone()
     if size_in_head is not None and int(size_in_head[0]) != expected and not report.findings:
-        report.findings.append(
-            Finding("truncated", expected, f"the head says {size_in_head[0]} events, {expected} found")
-        )
-    report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
-    report.seconds = time.perf_counter() - started
-    return report
+        message = f"the head says {size_in_head[0]} events, {expected} found"
+        report.findings.append(Finding("truncated", expected, message))
 
 
 def _trusted_checkpoints(conn: psycopg.Connection[Any], key: str, report: Report) -> list[tuple[int, bytes]]:
@@ -147,16 +190,20 @@ def _trusted_checkpoints(conn: psycopg.Connection[Any], key: str, report: Report
     return sorted(set(trusted))
 
 
-def _explain_mismatches(mismatched: dict[int, tuple[bytes, bytes]]) -> list[Finding]:
-    """Leaves bind their position: bytes found at #i that hash right at #j were moved there."""
+def _explain_mismatches(mismatched: dict[int, tuple[bytes, int, bytes]]) -> list[Finding]:
+    """Leaves bind their position: bytes found at #i that hash right at #j were moved there.
+    (Only the first MAX_PAIRING mismatches are paired up; the others are reported as modified.)"""
     findings: list[Finding] = []
-    for seq, (body, own_leaf) in sorted(mismatched.items()):
+    candidates = dict(sorted(mismatched.items())[:MAX_PAIRING])
+    for seq, (body, logged, own_leaf) in sorted(mismatched.items()):
         # Moved with its stored leaf, or alone: either way its bytes hash right at another position.
         moved_from = next(
             (
                 other
-                for other, (_, other_leaf) in mismatched.items()
-                if other != seq and leaf_hash(other, body) in (own_leaf, other_leaf)
+                for other, (_, other_logged, other_leaf) in candidates.items()
+                if seq in candidates
+                and other != seq
+                and any(leaf_hash(other, t, body) in (own_leaf, other_leaf) for t in (logged, other_logged))
             ),
             None,
         )
@@ -181,9 +228,11 @@ def _narrow(conn: psycopg.Connection[Any], size: int, root: bytes) -> tuple[int,
 
     def actual(start: int, end: int) -> bytes:
         rows = conn.execute(
-            "SELECT seq, body FROM audit.events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end)
-        ).fetchall()
-        return verifier.root_from_leaf_hashes([leaf_hash(int(seq), bytes(body)) for seq, body in rows])
+            "SELECT seq, (extract(epoch FROM logged_at) * 1000000)::int8, body FROM audit.events"
+            " WHERE seq >= %s AND seq < %s ORDER BY seq",
+            (start, end),
+        )
+        return verifier.root_from_leaf_hashes([leaf_hash(int(s), int(t), bytes(b)) for s, t, b in rows])
 
     start, end, trusted = 0, size, root
     while end - start > 1:

@@ -87,7 +87,7 @@ def read_beneficiary(
     if grant is None:
         audit.refused("beneficiary.read", purpose=PURPOSE, reason="no live break-glass grant",
                       subject=(ev.BENEFICIARY, beneficiary_id))  # fmt: skip
-        raise Forbidden("no live break-glass access to this beneficiary")
+        raise Forbidden("no live break-glass access to this beneficiary", audited=True)
     row = data_session.get(Beneficiary, beneficiary_id)
     insurer = data_session.get(Insurer, row.insurer_id) if row is not None else None
     if row is None or insurer is None:

@@ -86,9 +86,10 @@ class Actor(Protocol):
 class Forbidden(Exception):
     """The caller's role does not allow this action."""
 
-    def __init__(self, permission: str) -> None:
+    def __init__(self, permission: str, *, audited: bool = False) -> None:
         super().__init__(f"not allowed: {permission}")
         self.permission = permission
+        self.audited = audited  # already recorded, with more detail, by the service itself
 
 
 class StepUpRequired(Exception):
@@ -125,8 +126,15 @@ def requires(*permissions: Permission, step_up: bool = False) -> Callable[[Calla
             actor: Any = kwargs.get("actor")
             if actor is None:
                 raise Forbidden("an actor is required")
-            check(actor, *permissions, step_up=step_up)
-            return function(*args, **kwargs)
+            try:
+                check(actor, *permissions, step_up=step_up)
+                return function(*args, **kwargs)
+            except (Forbidden, StepUpRequired) as refusal:
+                # A refused attempt is an event too, when the call is audited.
+                recorder: Any = kwargs.get("audit")
+                if recorder is not None and not getattr(refusal, "audited", False):
+                    recorder.refused(function.__name__, purpose="access-control", reason=str(refusal))
+                raise
 
         guarded.required_permissions = frozenset(permissions)  # type: ignore[attr-defined]
         guarded.requires_step_up = step_up  # type: ignore[attr-defined]

@@ -1,0 +1,186 @@
+"""Benchmark: audit appends with group commit vs one commit per event; verification; the
+breach-scoping window query.
+
+    python bench/audit.py            # 1,000,000 events
+    python bench/audit.py --quick    # 50,000 events, under a minute
+
+Runs against the embedded PostgreSQL in a temporary folder (or REMPART_DATABASE_URL, in a
+fresh database). In the same run:
+* `appends_per_s`: 32 writer threads, each building an event (address sealed, prefix hashed,
+  canonical bytes) and waiting until it is durable, through the platform's group committer;
+* `naive_appends_per_s`: the same 32 writers, each event sequenced and committed in its own
+  transaction (the same append code with a batch of one) — on a share of the events;
+* `verify_events_per_s`: `rempart audit verify` over every event;
+* `window_query_s`: "what did this account see?" for one account over one week, measured when
+  the log holds a tenth of the events and when it holds all of them (how it grows).
+Events carry times spread over the last week and come from 2,000 accounts. The last line
+printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from rempart.audit import events as ev
+from rempart.audit import queries
+from rempart.audit import service as audit
+from rempart.audit.log import Record, append_batch
+from rempart.audit.verify import verify
+from rempart.db.server import libpq_url, sqlalchemy_url, start_embedded
+from rempart.platform import Platform, open_platform
+from rempart.settings import Settings
+
+WRITERS = 32
+ACCOUNTS = 2_000
+
+
+def database_url(folder: Path) -> str:
+    configured = os.environ.get("REMPART_DATABASE_URL")
+    base = sqlalchemy_url(configured) if configured else start_embedded(folder / "pg")
+    name = f"rempart_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    head, _, query = base.partition("?")
+    return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+class Population:
+    """Accounts with an establishment and an address each; events over the last week."""
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        self.accounts = [
+            (uuid.UUID(int=rng.getrandbits(128)), uuid.UUID(int=rng.getrandbits(128)),
+             f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+            for _ in range(ACCOUNTS)
+        ]  # fmt: skip
+        self.now = dt.datetime.now(dt.UTC)
+
+    def event(self, auditor: audit.Auditor, rng: random.Random) -> ev.AuditEvent:
+        account, establishment, ip = self.accounts[rng.randrange(ACCOUNTS)]
+        actor = ev.Actor(account_id=account, role="professional", establishment_id=establishment)
+        context = audit.RequestContext(actor, ip=ip, request_id=uuid.uuid4().hex)
+        # Spread over the past week, as a week of traffic would be.
+        at = self.now - dt.timedelta(seconds=rng.uniform(0, 7 * 86400))
+        return auditor.event(context, "rights.check", purpose="tiers-payant", subject=(ev.BENEFICIARY, uuid.uuid4()),
+                             fields=("coverage", "birth_date"), at=at)  # fmt: skip
+
+
+def run_writers(count: int, work: callable) -> float:  # type: ignore[valid-type]
+    """`count` events split over WRITERS threads; each calls `work(rng)` once per event."""
+    per_writer = [count // WRITERS + (1 if i < count % WRITERS else 0) for i in range(WRITERS)]
+    barrier = threading.Barrier(WRITERS + 1)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        rng = random.Random(index)
+        barrier.wait()
+        try:
+            for _ in range(per_writer[index]):
+                work(rng)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def group_appends(platform: Platform, population: Population, count: int) -> float:
+    return run_writers(count, lambda rng: platform.audit.disclosed([population.event(platform.audit, rng)]))
+
+
+def naive_appends(platform: Platform, population: Population, count: int) -> float:
+    local = threading.local()
+
+    def one(rng: random.Random) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = psycopg.connect(libpq_url(platform.url))
+        event = population.event(platform.audit, rng)
+        append_batch(local.conn, [Record.of(event)], lock=True)
+
+    return run_writers(count, one)
+
+
+def window_query(platform: Platform, population: Population) -> float:
+    account = population.accounts[7][0]
+    window = queries.Window(population.now - dt.timedelta(days=7), population.now + dt.timedelta(seconds=1),
+                            accounts=(account,))  # fmt: skip
+    with platform.session() as session:
+        started = time.perf_counter()
+        seen = queries.subjects_seen(session, window)
+        elapsed = time.perf_counter() - started
+    print(f"  window query: {len(seen)} subjects for one account in {elapsed:.3f} s", file=sys.stderr)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="50,000 events")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    events = 50_000 if args.quick else args.events
+    naive_events = max(2_000, events // 50)
+
+    folder = Path(tempfile.mkdtemp(prefix="rempart-bench-audit-"))
+    url = database_url(folder)
+    platform = open_platform(Settings(data_dir=folder / "data", database_url=url))
+    population = Population(args.seed)
+    platform.audit.log.start()
+
+    tenth = events // 10
+    seconds = group_appends(platform, population, tenth)
+    window_small = window_query(platform, population)
+    seconds += group_appends(platform, population, events - tenth)
+    appends_per_s = events / seconds
+    batches = platform.audit.log.batches
+    print(f"group commit: {events} events in {seconds:.1f} s, {events / max(batches, 1):.1f} events per commit",
+          file=sys.stderr)  # fmt: skip
+
+    naive_s = naive_appends(platform, population, naive_events)
+    naive_per_s = naive_events / naive_s
+    print(f"naive: {naive_events} events in {naive_s:.1f} s", file=sys.stderr)
+
+    window_full = window_query(platform, population)
+    platform.checkpoint()
+    with platform.session() as session:
+        key = audit.verifier_key(session, platform.keystore, platform.settings.audit_log_origin)
+    with psycopg.connect(libpq_url(platform.url)) as conn:
+        report = verify(conn, key)
+    if not report.ok:
+        print(f"verify found problems: {report.findings[:3]}", file=sys.stderr)
+        sys.exit(1)
+    total = report.events
+    print(f"verify: {total} events in {report.seconds:.1f} s", file=sys.stderr)
+    platform.close()
+    print(json.dumps({
+        "bench": "audit", "events": total, "appends_per_s": round(appends_per_s),
+        "naive_appends_per_s": round(naive_per_s), "ratio": round(appends_per_s / naive_per_s, 1),
+        "verify_events_per_s": round(total / report.seconds), "window_query_s": round(window_full, 4),
+        "window_query_s_at_tenth": round(window_small, 4),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
