@@ -246,3 +246,33 @@ def test_v16_a_refused_call_is_an_event_too(platform: Platform) -> None:
         str(actor.account_id),
     )
     assert "personal-data:break-glass" in document["reason"]
+
+
+def test_v16_a_checkpoint_held_outside_catches_a_rewritten_tail(platform: Platform, raw: psycopg.Connection) -> None:
+    """The owner deletes the last events, the checkpoints that signed them and rewinds the head:
+    the database alone looks clean; the insurer's copy of a checkpoint does not agree."""
+    read_events(platform, 10)
+    early = platform.checkpoint()
+    read_events(platform, 10)
+    held = platform.checkpoint()
+    frontier = bytes(raw.execute("SELECT frontier FROM audit.head").fetchone()[0])  # type: ignore[index]
+    assert frontier
+    with raw.transaction():
+        raw.execute("ALTER TABLE audit.events DISABLE TRIGGER USER")
+        raw.execute("ALTER TABLE audit.checkpoints DISABLE TRIGGER USER")
+        raw.execute("DELETE FROM audit.events WHERE seq >= 10")
+        raw.execute("DELETE FROM audit.checkpoints WHERE size > 10")
+        raw.execute("DELETE FROM audit.nodes")
+        from rempart.audit.merkle import Frontier
+
+        rows = raw.execute("SELECT leaf FROM audit.events ORDER BY seq").fetchall()
+        rewound = Frontier()
+        for (leaf,) in rows:
+            rewound.append(bytes(leaf))
+        raw.execute("UPDATE audit.head SET size = %s, frontier = %s", (rewound.size, rewound.to_bytes()))
+        raw.execute("ALTER TABLE audit.events ENABLE TRIGGER USER")
+        raw.execute("ALTER TABLE audit.checkpoints ENABLE TRIGGER USER")
+    assert verify(raw, key(platform)).ok  # what the database says about itself
+    report = verify(raw, key(platform), held=[early, held])
+    assert not report.ok and report.first is not None
+    assert (report.first.kind, report.first.seq) == ("truncated", 10)

@@ -20,7 +20,7 @@ Findings, in the order of the log:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +83,15 @@ class Report:
 
 
 def verify(
-    conn: psycopg.Connection[Any], verifier_key: str, *, progress: Callable[[int], None] | None = None
+    conn: psycopg.Connection[Any],
+    verifier_key: str,
+    *,
+    held: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> Report:
+    """Check the stored log against every checkpoint it keeps and the `held` ones (signed notes
+    kept outside the database, by an insurer: the only ones an owner of the database cannot
+    have removed along with the events they signed)."""
     started = time.perf_counter()
     report = Report()
     # One snapshot for everything read: appends going on meanwhile do not show half-way.
@@ -92,7 +99,7 @@ def verify(
     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     try:
         with conn.transaction():
-            _walk(conn, verifier_key, report, progress)
+            _walk(conn, verifier_key, report, progress, held)
     finally:
         conn.isolation_level, conn.read_only = saved
     report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
@@ -101,9 +108,13 @@ def verify(
 
 
 def _walk(
-    conn: psycopg.Connection[Any], verifier_key: str, report: Report, progress: Callable[[int], None] | None
+    conn: psycopg.Connection[Any],
+    verifier_key: str,
+    report: Report,
+    progress: Callable[[int], None] | None,
+    held: Sequence[str],
 ) -> None:
-    trusted = _trusted_checkpoints(conn, verifier_key, report)
+    trusted = _trusted_checkpoints(conn, verifier_key, report, held)
     report.checkpoints = len(trusted)
     pending = list(trusted)  # (size, root), ascending
     if pending and pending[0][0] == 0 and pending.pop(0)[1] != verifier.EMPTY_ROOT:
@@ -178,9 +189,12 @@ def _walk(
         report.findings.append(Finding("truncated", expected, message))
 
 
-def _trusted_checkpoints(conn: psycopg.Connection[Any], key: str, report: Report) -> list[tuple[int, bytes]]:
+def _trusted_checkpoints(
+    conn: psycopg.Connection[Any], key: str, report: Report, held: Sequence[str]
+) -> list[tuple[int, bytes]]:
     trusted: list[tuple[int, bytes]] = []
-    for size, note in conn.execute("SELECT size, note FROM audit.checkpoints ORDER BY size").fetchall():
+    stored = conn.execute("SELECT size, note FROM audit.checkpoints ORDER BY size").fetchall()
+    for size, note in [*stored, *(("held", note) for note in held)]:
         try:
             checkpoint = verifier.open_checkpoint(note, key)
         except verifier.CheckpointError as exc:

@@ -428,6 +428,9 @@ def keys_status() -> None:
 @audit_app.command("verify")
 def audit_verify(
     key: Annotated[str | None, typer.Option(help="Verifier key to trust (default: this platform's own).")] = None,
+    checkpoint: Annotated[
+        list[Path] | None, typer.Option(help="A signed checkpoint kept outside the database (repeatable).")
+    ] = None,
 ) -> None:
     """Recompute the Merkle tree from every stored event and check it against every signed
     checkpoint; report the first event modified, deleted, inserted or moved. Exit status 1 on
@@ -443,7 +446,7 @@ def audit_verify(
         import psycopg
 
         with psycopg.connect(libpq_url(p.url)) as conn:
-            report = verify(conn, trusted)
+            report = verify(conn, trusted, held=[path.read_text() for path in checkpoint or []])
     for finding in report.findings:
         console.print(f"[red]{finding.kind}[/red] {finding.message}")
     first = report.first
