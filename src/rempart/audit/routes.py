@@ -79,10 +79,15 @@ def build_router(platform: Platform) -> APIRouter:
         """Proof that event `seq` is in the tree of `size` events (RFC 9162). The event itself
         comes with it for the platform's own auditors; insurer staff get the proof only."""
         user = auditor(request, session)
+        with_event = user.role != "insurer_staff"
         try:
-            proof = audit.prove_inclusion(session, seq=seq, size=size, with_event=user.role != "insurer_staff")
+            proof = audit.prove_inclusion(session, seq=seq, size=size, with_event=with_event)
         except LookupError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
+        subject = proof.subject() if with_event else None
+        if subject is not None:  # an event about someone is itself an access to their file
+            trail = platform.audit.for_request(request_context(request, user))
+            trail.disclosed("audit.proof", purpose="audit", subjects=[subject], fields=("audit-event",))
         return JSONResponse(proof.as_json())
 
     @router.get("/api/v1/audit/proofs/consistency", tags=["audit"])

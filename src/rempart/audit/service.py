@@ -309,6 +309,13 @@ class InclusionProof:
     logged_at_us: int | None = None  # the event itself, when the caller may see it
     body: bytes | None = None
 
+    def subject(self) -> tuple[str, uuid.UUID] | None:
+        """Whom the event is about, when it is given and about someone."""
+        if self.body is None:
+            return None
+        document = ev.decode(self.body)
+        return (document["subject_kind"], uuid.UUID(document["subject"])) if document["subject"] else None
+
     def as_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"index": self.index, "size": self.size, "leaf_hash": self.leaf_hash.hex(),
                                     "proof": [p.hex() for p in self.proof]}  # fmt: skip

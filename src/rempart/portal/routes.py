@@ -430,6 +430,7 @@ def build_router(platform: Platform) -> APIRouter:
             {"title": "Mon compte", "page": page, "notices": notices, "can_invite": can_invite,
              "can_manage_clients": allowed(user, Permission.MANAGE_API_CLIENTS),
              "can_see_all_events": allowed(user, Permission.SECURITY_EVENTS_ALL),
+             "can_answer_subjects": allowed(user, Permission.AUDIT_SUBJECT_ACCESS),
              "establishment": registry.establishment_name(session, user.establishment_id)},
         )  # fmt: skip
 

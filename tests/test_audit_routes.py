@@ -1,0 +1,203 @@
+"""Every HTTP route is classified: it returns someone's personal data, or it does not (and why).
+Each route that does is exercised: its answer's request id must be in the audit log with the
+subject it disclosed, and with the log down it answers 503 with nothing in it. A route added
+without being classified here fails the first test.
+
+ASVS 5.0 V16 (security logging): V16.2 every access to sensitive data logged; V16.5 fail
+closed when the log cannot record."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from sqlalchemy import select, text
+
+from rempart.api.app import create_app
+from rempart.audit import events as ev
+from rempart.audit import service as audit
+from rempart.identity import service
+from rempart.identity.models import Account
+from rempart.platform import Platform, open_platform
+from rempart.registry import service as registry
+from rempart.registry.models import Beneficiary
+from rempart.settings import Settings
+
+from feedkit import AMC_A, families, write_feed
+from portal_server import free_port, serve
+from registry_helpers import run_import, two_insurers
+
+pytestmark = pytest.mark.integration
+
+# Routes that return a person's data (a beneficiary's or a professional's, or what the log
+# knows about them).
+PERSONAL = {
+    ("POST", "/audit/subject"),  # the accesses to one person's data (Article 15)
+    ("GET", "/api/v1/audit/proofs/inclusion"),  # an audit event, which names its subject by id
+}
+# Everything else, with the reason it discloses nobody's data.
+NOT_PERSONAL = {
+    ("GET", "/"): "static home page",
+    ("GET", "/healthz"): "health check",
+    ("GET", "/login"): "page without data",
+    ("GET", "/enrol"): "page without data",
+    ("GET", "/recover"): "page without data",
+    ("GET", "/audit/subject"): "the empty form",
+    ("POST", "/auth/register/options"): "WebAuthn options for an invitation",
+    ("POST", "/auth/register/verify"): "creates a session",
+    ("POST", "/auth/login/options"): "WebAuthn options",
+    ("POST", "/auth/login/verify"): "creates a session",
+    ("POST", "/auth/logout"): "ends a session",
+    ("POST", "/auth/step-up/options"): "WebAuthn options",
+    ("POST", "/auth/step-up/verify"): "confirms a session",
+    ("POST", "/auth/recover/options"): "WebAuthn options for a recovery code",
+    ("POST", "/auth/recover/verify"): "creates a session",
+    ("GET", "/auth/psc/start"): "redirect to the identity provider",
+    ("GET", "/auth/psc/callback"): "creates a session",
+    ("POST", "/account/passkeys/options"): "the caller's own account",
+    ("POST", "/account/passkeys/verify"): "the caller's own account",
+    ("POST", "/account/passkeys/{passkey_id}/revoke"): "the caller's own account",
+    ("POST", "/account/sessions/{session_id}/revoke"): "the caller's own account",
+    ("POST", "/account/sessions/revoke"): "the caller's own account",
+    ("POST", "/account/recovery-codes"): "the caller's own account",
+    ("GET", "/account"): "the caller's own account",
+    ("GET", "/account/establishment"): "establishment names (business data)",
+    ("POST", "/account/establishment/{establishment_id}"): "the caller's own session",
+    ("POST", "/account/invitations"): "returns an invitation link only",
+    ("GET", "/account/api-clients"): "practice software keys (business data)",
+    ("POST", "/account/api-clients"): "returns a client id",
+    ("POST", "/account/api-clients/{client_id}/revoke"): "revocation",
+    ("GET", "/security/events"): "account ids and event kinds",
+    ("POST", "/oauth/token"): "an access token",
+    ("GET", "/api/v1/whoami"): "echoes the caller's own client and the RPPS it sent",
+    ("GET", "/api/v1/audit/checkpoint"): "a tree size and root",
+    ("GET", "/api/v1/audit/key"): "a public key",
+    ("GET", "/api/v1/audit/proofs/consistency"): "hashes only",
+}
+FRAMEWORK = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/static"}
+
+
+def routes(app: FastAPI) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+
+    def walk(entries: Any) -> None:
+        for route in entries:
+            if hasattr(route, "original_router"):  # an included router
+                walk(route.original_router.routes)
+            elif isinstance(route, APIRoute):
+                found.update((method, route.path) for method in route.methods)
+            elif getattr(route, "path", None) not in FRAMEWORK:
+                raise AssertionError(f"unclassified route {route!r}")
+
+    walk(app.router.routes)
+    return found
+
+
+def test_every_route_is_classified(platform: Platform) -> None:
+    present = routes(create_app(platform))
+    assert not PERSONAL & set(NOT_PERSONAL)
+    assert present == PERSONAL | set(NOT_PERSONAL), (present - PERSONAL - set(NOT_PERSONAL), "unclassified")
+
+
+@pytest.fixture
+def portal(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
+    with (
+        serve(create_app(platform), port),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"origin": origin}) as client,
+    ):
+        yield platform, client
+    platform.close()
+
+
+def logged_in(platform: Platform, role: str) -> dict[str, str]:
+    with platform.session() as session:
+        account = Account(role=role)
+        session.add(account)
+        session.flush()
+        token = service._open_session(session, platform.settings, account, None, method="passkey").token
+        session.commit()
+    return {"cookie": f"rempart_session={token}"}
+
+
+def events_of_request(platform: Platform, request_id: str) -> list[dict[str, Any]]:
+    platform.audit.log.sync()
+    with platform.session() as session:
+        bodies = session.execute(text("SELECT body FROM audit.events ORDER BY seq")).scalars().all()
+    return [d for d in (ev.decode(bytes(b)) for b in bodies) if d["request"] == request_id]
+
+
+def test_v16_every_personal_data_route_is_audited_and_fails_closed(
+    portal: tuple[Platform, httpx.Client], tmp_path: Path
+) -> None:
+    platform, client = portal
+    two_insurers(platform)
+    run_import(platform, write_feed(tmp_path / "a.csv", families(1)), amc=AMC_A)
+    with platform.session() as session:
+        row = session.scalars(select(Beneficiary)).first()
+        assert row is not None
+        person = registry.read_beneficiary(session, platform.keystore, beneficiary=row, amc_number=AMC_A)
+    assert person.nir is not None
+    dpo = logged_in(platform, "dpo")
+    operator = logged_in(platform, "platform_operator")
+    # An access to this person's data, so the log holds an event about them.
+    reader = audit.RequestContext(ev.Actor(account_id=uuid.uuid4(), role="professional"))
+    platform.audit.for_request(reader).disclosed(
+        "rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, person.id)], fields=("coverage",)
+    )
+    platform.checkpoint()
+
+    calls = {
+        ("POST", "/audit/subject"): lambda: client.post(
+            "/audit/subject", headers=dpo,
+            data={"nir": person.nir, "birth_date": person.birth_date.isoformat(), "format": "json"},
+        ),
+        ("GET", "/api/v1/audit/proofs/inclusion"): lambda: client.get(
+            "/api/v1/audit/proofs/inclusion", headers=operator, params={"seq": _seq_about(platform, person.id),
+                                                                      "size": _size(platform)},
+        ),
+    }  # fmt: skip
+    assert set(calls) == PERSONAL
+    for route, call in calls.items():
+        answer = call()
+        assert answer.status_code == 200, (route, answer.text)
+        recorded = events_of_request(platform, answer.headers["x-request-id"])
+        assert [(d["subject"], d["decision"]) for d in recorded] == [(str(person.id), "allowed")], route
+
+    # The log cannot record: every such route answers 503 and returns nothing of the person.
+    with platform.session() as session:
+        session.execute(text("ALTER TABLE audit.head RENAME TO head_gone"))
+        session.commit()
+    try:
+        for route, call in calls.items():
+            answer = call()
+            assert answer.status_code == 503, route
+            assert str(person.id) not in answer.text and person.nir not in answer.text
+    finally:
+        with platform.session() as session:
+            session.execute(text("ALTER TABLE audit.head_gone RENAME TO head"))
+            session.commit()
+
+
+def _seq_about(platform: Platform, subject: uuid.UUID) -> int:
+    with platform.session() as session:
+        return int(
+            session.execute(
+                text("SELECT min(seq) FROM audit.events WHERE subject_id = :s"), {"s": subject}
+            ).scalar_one()
+        )
+
+
+def _size(platform: Platform) -> int:
+    with platform.session() as session:
+        latest = audit.latest_checkpoint(session)
+    assert latest is not None
+    return latest[0]
