@@ -5,6 +5,7 @@ ASVS 5.0 V6/V8: re-authentication before a sensitive change; V16 the change is l
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +20,8 @@ from rempart.registry import banking, rekey
 from rempart.registry import service as registry
 from rempart.registry.identifiers import make_french_iban
 from rempart.registry.models import OutboxMessage
+
+from portal_server import free_port
 
 pytestmark = pytest.mark.integration
 OLD_IBAN = make_french_iban("30004", "00123", "00012345678")
@@ -86,3 +89,63 @@ def test_t6_iban_change_is_held_and_announced_to_the_previous_contact(platform: 
     platform.keystore.forget()
     with platform.session() as session:
         assert banking.payable_iban(session, platform.keystore, professional_id=pro.id, at=later) == NEW_IBAN
+
+
+def test_t6_the_notice_reaches_the_previous_contact_by_email(platform: Platform) -> None:
+    """Delivered through a real SMTP server on loopback (aiosmtpd), at least once, marked sent
+    only when accepted, and each sending audited."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    from rempart.registry import outbox
+
+    received: list[Any] = []
+
+    class Inbox(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    with platform.session() as session:
+        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+        pro = registry.register_professional(
+            session, platform.keystore, identifier="10003456786", family_name="Durand", first_name="Anne",
+            profession="pharmacist", specialty=None, establishment_ids=[shop.id], iban=OLD_IBAN,
+            email="anne.durand@pharmacie.example", phone=None,
+        )  # fmt: skip
+        account = Account(role="professional", professional_id=pro.id)
+        session.add(account)
+        session.flush()
+        actor = service.CurrentUser(account.id, "professional", pro.id, shop.id, None, utcnow(), utcnow(), b"")
+        trail = platform.audit.for_request(actor.audit_context(ip="198.51.100.7", request_id="iban-2"))
+        banking.request_iban_change(session, platform.keystore, platform.settings, actor=actor, new_iban=NEW_IBAN,
+                                    audit=trail)  # fmt: skip
+        session.commit()
+
+    port = free_port()
+    settings = platform.settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port,
+                                                    "smtp_starttls": False})  # fmt: skip
+    down: list[str] = []
+
+    def deliver(on_error: Any = None) -> int:
+        with platform.session() as session:
+            return outbox.deliver(session, platform.keystore, sender=settings.smtp_sender,
+                                  mailer=outbox.SmtpMailer(settings), audit=platform.audit.for_platform("outbox"),
+                                  on_error=on_error)  # fmt: skip
+
+    assert deliver(down.append) == 0  # the mail server is not there yet: nothing is lost
+    assert len(down) == 1 and "@" not in down[0]
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sent, again = deliver(), deliver()
+    finally:
+        controller.stop()
+    assert (sent, again) == (1, 0)
+    (mail,) = received
+    assert mail["To"] == "anne.durand@pharmacie.example"
+    from email.header import decode_header, make_header
+
+    assert "coordonnées bancaires" in str(make_header(decode_header(mail["Subject"])))
+    assert NEW_IBAN not in mail.get_payload() and OLD_IBAN not in mail.get_payload()
+    with platform.session() as session:
+        assert session.scalars(select(OutboxMessage.sent_at)).one() is not None

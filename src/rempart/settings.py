@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         default=None, description="The audit log's name in its signed checkpoints (default: <portal host>/audit)."
     )
     audit_checkpoint_seconds: int = Field(default=60, ge=1, description="How often the audit tree is signed.")
+    # Outgoing e-mail (notices such as an IBAN change announced to the previous contact).
+    smtp_host: str | None = Field(default=None, description="Unset: notices wait in the outbox.")
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr = SecretStr("")
+    smtp_sender: str = "Rempart <ne-pas-repondre@rempart.invalid>"
 
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
     import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,11 +34,26 @@ HOME = """<!doctype html>
 </main></body></html>"""
 
 
+def _deliver_outbox(platform: Platform, stop: threading.Event) -> None:
+    """Every 30 seconds, send what waits in the outbox (failures are retried next round)."""
+    from rempart.registry import outbox
+
+    mailer = outbox.SmtpMailer(platform.settings)
+    while not stop.wait(30):
+        with contextlib.suppress(Exception), platform.session() as session:
+            outbox.deliver(session, platform.keystore, sender=platform.settings.smtp_sender, mailer=mailer,
+                           audit=platform.audit.for_platform("outbox"))  # fmt: skip
+
+
 def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         platform.audit.log.start()  # staged events are sequenced within a fraction of a second
+        stop = threading.Event()
+        if platform.settings.smtp_host:
+            threading.Thread(target=_deliver_outbox, args=(platform, stop), name="outbox", daemon=True).start()
         yield
+        stop.set()
 
     app = FastAPI(title="Rempart", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
 

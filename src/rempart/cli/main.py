@@ -575,6 +575,24 @@ def audit_what_seen(
     out.print(json.dumps(summary), soft_wrap=True)
 
 
+@app.command("outbox")
+def outbox_deliver() -> None:
+    """Send the e-mails waiting in the outbox through REMPART_SMTP_HOST (notices such as an IBAN
+    change announced to the previous contact)."""
+    from rempart.registry import outbox
+
+    with platform() as p, p.session() as session:
+        try:
+            mailer = outbox.SmtpMailer(p.settings)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        sent = outbox.deliver(
+            session, p.keystore, sender=p.settings.smtp_sender, mailer=mailer,
+            audit=p.audit.for_platform("outbox", operator=_operator()), on_error=lambda m: console.print(m),
+        )  # fmt: skip
+    out.print(json.dumps({"sent": sent}))
+
+
 # -- population and serving ---------------------------------------------------------------------
 
 
