@@ -224,6 +224,8 @@ def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal: tuple[Platf
     note = client.get("/api/v1/audit/checkpoint", headers=operator).text
     checkpoint = verifier.open_checkpoint(note, key)
     old = verifier.open_checkpoint(old_note, key)
+    kept = client.get("/api/v1/audit/checkpoints", params={"since": 1}, headers=operator).json()
+    assert [entry["size"] for entry in kept] == [40, 70] and kept[0]["note"] == old_note
     assert (old.size, checkpoint.size) == (40, 70)
     proof = client.get("/api/v1/audit/proofs/inclusion", params={"seq": 33, "size": 70}, headers=operator).json()
     leaf = verifier.event_leaf_hash(33, proof["logged_at_us"], base64.b64decode(proof["body"]))

@@ -77,6 +77,7 @@ NOT_PERSONAL = {
     ("POST", "/oauth/token"): "an access token",
     ("GET", "/api/v1/whoami"): "echoes the caller's own client and the RPPS it sent",
     ("GET", "/api/v1/audit/checkpoint"): "a tree size and root",
+    ("GET", "/api/v1/audit/checkpoints"): "tree sizes and roots",
     ("GET", "/api/v1/audit/key"): "a public key",
     ("GET", "/api/v1/audit/proofs/consistency"): "hashes only",
 }

@@ -63,6 +63,16 @@ def build_router(platform: Platform) -> APIRouter:
             raise HTTPException(status_code=404, detail="no checkpoint yet")
         return PlainTextResponse(latest[1])
 
+    @router.get("/api/v1/audit/checkpoints", tags=["audit"])
+    def all_checkpoints(
+        request: Request, since: Annotated[int, Query(ge=0)] = 0, session: Session = Depends(db)
+    ) -> JSONResponse:
+        """Every kept checkpoint from tree size `since` on (at most 1,000), for an auditor
+        catching up: keep them all, each later one must be consistent with the earlier ones."""
+        auditor(request, session)
+        kept = audit.checkpoints(session, since_size=since)[:1000]
+        return JSONResponse([{"size": size, "note": note} for size, _, note in kept])
+
     @router.get("/api/v1/audit/key", tags=["audit"], response_class=PlainTextResponse)
     def verifier_key(request: Request, session: Session = Depends(db)) -> Response:
         """The verifier key of the checkpoints (`name+hash+key`)."""
