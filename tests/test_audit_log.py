@@ -169,8 +169,9 @@ def test_v16_a_forged_checkpoint_is_reported(platform: Platform, raw: psycopg.Co
 
 
 def test_v16_concurrent_appends_keep_one_order(platform: Platform, raw: psycopg.Connection) -> None:
-    """32 threads of this process and a second process's log append at once: one gapless
-    order, every writer's events in the order it wrote them, far fewer commits than events."""
+    """33 threads, half of them through a second log (as another process would), append at once:
+    one gapless order, every writer's events in the order it wrote them, fewer commits than
+    events, and no deadlock when both store the same subtree hashes or drain staged writes."""
     other_process = AuditLog(lambda: psycopg.connect(libpq_url(platform.url)))
     accounts = [uuid.uuid4() for _ in range(33)]
     written: dict[uuid.UUID, list[uuid.UUID]] = {}
@@ -180,7 +181,7 @@ def test_v16_concurrent_appends_keep_one_order(platform: Platform, raw: psycopg.
         for _ in range(20):
             event = platform.audit.event(context(accounts[index]), "beneficiary.read", purpose="tiers-payant",
                                          subject=(ev.BENEFICIARY, uuid.uuid4()))  # fmt: skip
-            (other_process if index == 32 else platform.audit.log).append([event])
+            (other_process if index % 2 else platform.audit.log).append([event])
             own.append(event.event_id)
         written[accounts[index]] = own
 
@@ -199,7 +200,7 @@ def test_v16_concurrent_appends_keep_one_order(platform: Platform, raw: psycopg.
         document = ev.decode(bytes(body))
         by_account.setdefault(uuid.UUID(document["account"]), []).append(uuid.UUID(document["id"]))
     assert by_account == written
-    assert platform.audit.log.batches < 32 * 20 / 2  # group commit: many events per commit
+    assert platform.audit.log.batches + other_process.batches < 33 * 20 / 2  # group commit
 
 
 def test_v16_writes_are_staged_in_their_transaction(platform: Platform, raw: psycopg.Connection) -> None:

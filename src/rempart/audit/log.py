@@ -105,19 +105,22 @@ def append_batch(
 ) -> tuple[Head, Frontier]:
     """Sequence staged events (when `drain`), then `records`, in one transaction on `conn`.
 
-    Optimistic: `frontier` is the caller's last known head (None: read it). The rows are
-    written first, then `audit.advance` moves the head only if nobody else did meanwhile,
-    and the commit goes in the same round trip; if the head moved, everything rolls back
-    and `HeadMoved` is raised (retry with `frontier=None`). A committer alone (the usual
-    case) thus pays two round trips per batch, and batches of several processes still get
-    one gapless order. After losing a race, `lock=True` reads the head FOR UPDATE, so the
-    retry cannot lose again. Used alone with a batch of one, this is the naive baseline."""
+    The head's row is always the first lock a batch takes, so batches of several processes
+    cannot deadlock (on the staged rows they drain, or on the subtree hashes they store).
+    * Optimistic (`frontier` given, no drain): the new head is computed here, then
+      `audit.advance` moves it only from the size this process last wrote, which takes the
+      row lock; if another process moved it meanwhile, `HeadMoved` is raised and nothing was
+      written: retry with `lock=True`.
+    * Locked (`lock=True`, no `frontier`, or a drain): the head is read FOR UPDATE first.
+    A committer alone (the usual case) pays two round trips besides the rows. Used alone with
+    a batch of one, this is the naive baseline."""
     try:
-        if frontier is None:
-            query = "SELECT frontier FROM audit.head" + (" FOR UPDATE" if lock else "")
-            (frontier_bytes,) = conn.execute(query).fetchone()  # type: ignore[misc]
+        locked = lock or drain or frontier is None
+        if locked:
+            (frontier_bytes,) = conn.execute("SELECT frontier FROM audit.head FOR UPDATE").fetchone()  # type: ignore[misc]
             frontier = Frontier.from_bytes(bytes(frontier_bytes))
         else:
+            assert frontier is not None
             frontier = Frontier(frontier.size, frontier.hashes)  # a failed batch must not move the caller's copy
         start = frontier.size
         all_records: list[Record] = []
@@ -129,22 +132,25 @@ def append_batch(
         if not all_records:
             conn.rollback()
             return Head(start, frontier.root()), frontier
-        nodes: list[tuple[int, int, bytes]] = []
         logged = dt.datetime.now(dt.UTC)
         logged_us = micros(logged)
+        rows: list[tuple[Any, ...]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        for record in all_records:
+            seq = frontier.size
+            leaf = leaf_hash(seq, logged_us, record.body)
+            nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
+            rows.append((seq, logged, leaf, *record))
+        conn.execute("SELECT audit.advance(%s, %s, %s)", (start, frontier.size, frontier.to_bytes()))
         copy_sql = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with conn.cursor().copy(copy_sql) as copy:
             copy.set_types(["int8", "timestamptz", "bytea", "timestamptz", "bytea", "uuid", "uuid", "text", "uuid"])
-            for record in all_records:
-                seq = frontier.size
-                leaf = leaf_hash(seq, logged_us, record.body)
-                nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
-                copy.write_row((seq, logged, leaf, *record))
-        # The subtree hashes, the head's move and the commit go in one round trip.
+            for row in rows:
+                copy.write_row(row)
+        # The subtree hashes and the commit go in one round trip.
         with conn.pipeline():
             if nodes:
                 conn.cursor().executemany("INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", nodes)
-            conn.execute("SELECT audit.advance(%s, %s, %s)", (start, frontier.size, frontier.to_bytes()))
             conn.commit()
     except psycopg.errors.SerializationFailure:
         conn.rollback()
