@@ -220,6 +220,9 @@ class AuditLog:
         deadline = time.monotonic() + timeout
         for item in waiting:
             if not item.done.wait(max(0.0, deadline - time.monotonic())):
+                mine = {id(w) for w in waiting}
+                with self._cond:  # not yet taken into a batch: withdraw it, so the log shows no access
+                    self._queue = [queued for queued in self._queue if id(queued) not in mine]
                 raise AuditUnavailable("the audit log did not confirm the record in time")
             if item.error is not None:
                 raise AuditUnavailable("the audit log refused the record") from item.error
