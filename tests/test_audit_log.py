@@ -277,3 +277,20 @@ def test_v16_a_checkpoint_held_outside_catches_a_rewritten_tail(platform: Platfo
     report = verify(raw, key(platform), held=[early, held])
     assert not report.ok and report.first is not None
     assert (report.first.kind, report.first.seq) == ("truncated", 10)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["UPDATE audit.nodes SET hash = sha256(hash) WHERE level = 8 AND index = 1",
+     "UPDATE audit.head SET frontier = overlay(frontier PLACING '\\xff'::bytea FROM 10 FOR 1)"],
+    ids=["stored-subtree", "head-frontier"],
+)  # fmt: skip
+def test_v16_verify_checks_the_hints_proofs_and_appends_rely_on(
+    platform: Platform, raw: psycopg.Connection, attack: str
+) -> None:
+    read_events(platform, 600)
+    platform.checkpoint()
+    assert check(platform, raw).ok
+    raw.execute(attack)  # these tables carry no trigger: they are checked, not trusted
+    report = check(platform, raw)
+    assert [f.kind for f in report.findings] == ["hint"], report.findings

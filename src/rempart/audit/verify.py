@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from rempart.audit import verifier
-from rempart.audit.log import leaf_hash
+from rempart.audit.log import NODE_LEVEL, leaf_hash
 from rempart.audit.merkle import Frontier
 from rempart.audit.verifier import node_hash
 
@@ -59,7 +59,7 @@ COPIES_MATCH = " AND ".join(
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # deleted, inserted, modified, swapped, checkpoint, truncated, signature
+    kind: str  # deleted, inserted, modified, swapped, order, checkpoint, truncated, signature, hint
     seq: int | None
     message: str
     until: int | None = None  # a range [seq, until) when the change cannot be pinned to one event
@@ -120,6 +120,11 @@ def _walk(
     if pending and pending[0][0] == 0 and pending.pop(0)[1] != verifier.EMPTY_ROOT:
         report.findings.append(Finding("checkpoint", None, "the checkpoint of the empty log has a wrong root"))
     frontier = Frontier()
+    stored_nodes = {
+        (int(level), int(index)): bytes(node)
+        for level, index, node in conn.execute("SELECT level, index, hash FROM audit.nodes")
+    }
+    bad_node: tuple[int, int] | None = None
     expected = 0
     last_logged = 0
     mismatched: dict[int, tuple[bytes, int, bytes]] = {}  # seq -> (body, logged, stored leaf)
@@ -151,7 +156,10 @@ def _walk(
             elif logged < last_logged - CLOCK_TOLERANCE_US:
                 report.findings.append(Finding("order", seq, f"event #{seq} was sequenced before the one ahead of it"))
             last_logged = max(last_logged, logged)
-            frontier.append(digest)
+            for level, index, node in frontier.append(digest):
+                stored = stored_nodes.pop((level, index), node) if level >= NODE_LEVEL else node
+                if stored != node and bad_node is None and not report.findings and not mismatched:
+                    bad_node = (level, index)  # only meaningful while the events themselves are intact
             expected += 1
             while pending and pending[0][0] <= frontier.size:  # sizes skipped in a gap cannot be checked
                 size, root = pending.pop(0)
@@ -183,10 +191,21 @@ def _walk(
             )
         else:
             report.findings.append(Finding("checkpoint", None, f"the tree does not reproduce checkpoint {size}"))
-    size_in_head = conn.execute("SELECT size FROM audit.head").fetchone()
-    if size_in_head is not None and int(size_in_head[0]) != expected and not report.findings:
-        message = f"the head says {size_in_head[0]} events, {expected} found"
-        report.findings.append(Finding("truncated", expected, message))
+    # The hints proofs are built from, and the head the next batch will extend, must agree with
+    # the events: forged ones would make honest proofs fail or the next checkpoint wrong.
+    if bad_node is not None:
+        level, index = bad_node
+        start = index << level
+        span = f"#{start}..#{start + (1 << level) - 1}"
+        report.findings.append(Finding("hint", None, f"the stored subtree hash of events {span} does not match them"))
+    head_row = conn.execute("SELECT size, frontier FROM audit.head").fetchone()
+    if head_row is not None:
+        head_size, head_frontier = int(head_row[0]), bytes(head_row[1])
+        if head_size != expected and not report.findings:
+            message = f"the head says {head_size} events, {expected} found"
+            report.findings.append(Finding("truncated", expected, message))
+        elif head_size == expected and head_frontier != frontier.to_bytes():
+            report.findings.append(Finding("hint", None, "the head's frontier does not match the events"))
 
 
 def _trusted_checkpoints(
