@@ -294,3 +294,18 @@ def test_v16_verify_checks_the_hints_proofs_and_appends_rely_on(
     raw.execute(attack)  # these tables carry no trigger: they are checked, not trusted
     report = check(platform, raw)
     assert [f.kind for f in report.findings] == ["hint"], report.findings
+
+
+def test_v16_an_earlier_checkpoint_bounds_a_change_the_hints_hide(platform: Platform, raw: psycopg.Connection) -> None:
+    read_events(platform, 280)
+    platform.checkpoint()
+    read_events(platform, 20)
+    platform.checkpoint()
+    body, logged = raw.execute(
+        "SELECT body, (extract(epoch FROM logged_at) * 1000000)::int8 FROM audit.events WHERE seq = 290"
+    ).fetchone()  # type: ignore[misc]
+    forged = bytes(body).replace(b'"allowed"', b'"denied"')
+    tamper(raw, "UPDATE audit.events SET body = %s, leaf = %s WHERE seq = 290", forged, leaf_hash(290, logged, forged))
+    report = check(platform, raw)
+    assert report.first is not None and report.first.kind == "checkpoint"
+    assert (report.first.seq, report.first.until) == (280, 300)

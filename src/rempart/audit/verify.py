@@ -129,6 +129,7 @@ def _walk(
     last_logged = 0
     mismatched: dict[int, tuple[bytes, int, bytes]] = {}  # seq -> (body, logged, stored leaf)
     first_checkpoint_miss: tuple[int, bytes] | None = None
+    last_checkpoint_kept = 0  # the largest signed size the events still reproduce, before any miss
     query = (
         "COPY (SELECT seq, (extract(epoch FROM logged_at) * 1000000)::int8, body, leaf, "
         f"{COPIES_MATCH} FROM audit.events ORDER BY seq) TO STDOUT (FORMAT BINARY)"
@@ -163,8 +164,11 @@ def _walk(
             expected += 1
             while pending and pending[0][0] <= frontier.size:  # sizes skipped in a gap cannot be checked
                 size, root = pending.pop(0)
-                if size == frontier.size and frontier.root() != root and first_checkpoint_miss is None:
-                    first_checkpoint_miss = (size, root)
+                if size == frontier.size and first_checkpoint_miss is None:
+                    if frontier.root() != root:
+                        first_checkpoint_miss = (size, root)
+                    else:
+                        last_checkpoint_kept = size
             if progress is not None and expected % 100_000 == 0:
                 progress(expected)
     report.events = expected
@@ -181,6 +185,7 @@ def _walk(
         explained = any(f.seq is not None and f.seq < size for f in report.findings)
         if not explained:
             start, end = _narrow(conn, size, root)
+            start = max(start, last_checkpoint_kept)  # what an earlier checkpoint still vouches for
             report.findings.append(
                 Finding(
                     "checkpoint",
@@ -248,16 +253,24 @@ def _explain_mismatches(mismatched: dict[int, tuple[bytes, int, bytes]]) -> list
 
 
 def _narrow(conn: psycopg.Connection[Any], size: int, root: bytes) -> tuple[int, int]:
-    """Walk down from a signed root while the stored subtree hashes still add up to it."""
+    """Walk down from a signed root while the stored hints (subtree hashes of 256 events and
+    more, leaf hashes below) still add up to it: two hints that hash to a trusted value are
+    trusted too, and the half whose events no longer reproduce its hint holds the change."""
 
-    def stored(start: int, end: int) -> bytes | None:
+    def hint(start: int, end: int) -> bytes:
         width = end - start
-        if width & (width - 1) or start % width:
-            return None
-        level = width.bit_length() - 1
-        row = conn.execute("SELECT hash FROM audit.nodes WHERE level = %s AND index = %s", (level, start >> level))
-        found = row.fetchone()
-        return bytes(found[0]) if found else None
+        if width & (width - 1) == 0 and start % width == 0 and width >= 1 << NODE_LEVEL:
+            level = width.bit_length() - 1
+            found = conn.execute(
+                "SELECT hash FROM audit.nodes WHERE level = %s AND index = %s", (level, start >> level)
+            ).fetchone()
+            if found is not None:
+                return bytes(found[0])
+        if width > 1 << NODE_LEVEL:
+            split = 1 << ((width - 1).bit_length() - 1)
+            return node_hash(hint(start, start + split), hint(start + split, end))
+        leaves = conn.execute("SELECT leaf FROM audit.events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end))
+        return verifier.root_from_leaf_hashes([bytes(leaf) for (leaf,) in leaves])
 
     def actual(start: int, end: int) -> bytes:
         rows = conn.execute(
@@ -270,13 +283,9 @@ def _narrow(conn: psycopg.Connection[Any], size: int, root: bytes) -> tuple[int,
     start, end, trusted = 0, size, root
     while end - start > 1:
         split = 1 << ((end - start - 1).bit_length() - 1)
-        left = stored(start, start + split)
-        if left is None:
-            break
-        right = actual(start + split, end) if stored(start + split, end) is None else stored(start + split, end)
-        assert right is not None
+        left, right = hint(start, start + split), hint(start + split, end)
         if node_hash(left, right) != trusted:
-            break
+            break  # the hints below were forged as well: this range is as narrow as they allow
         if actual(start, start + split) != left:
             end, trusted = start + split, left
         else:
