@@ -5,12 +5,12 @@ leaves the service only once that batch is committed (fail closed: an error rais
 `AuditUnavailable` and the caller returns nothing). One committer thread per process gathers
 whatever requests are waiting into one transaction, so many requests share one commit.
 
-Writes call `stage` inside their own transaction: their events are rows of `audit.pending`,
-committed or rolled back with the write, and the next batch gives them their place in the tree.
+Writes stage their events in their own transaction (`service.stage`): rows of `audit.pending`,
+committed or rolled back with the write; a batch picks them up at least every 250 ms.
 
-Each batch locks the one-row `audit.head` (size and frontier), so batches of every process of
-the platform append in a single order, with no gap: the tree position (`seq`) is given at
-commit, not at request time.
+Each batch moves the one-row `audit.head` (size and frontier) first, so batches of every
+process of the platform append in a single order, with no gap: the tree position (`seq`) is
+given at commit, not at request time.
 
 The leaf of event number `seq` is SHA-256(0x00 || event), the event's bytes being its position
 and the time the log sequenced it (8 bytes each, big-endian, microseconds since the epoch),
