@@ -159,9 +159,14 @@ def test_v10_calls_are_limited_per_professional_and_per_client(
     token = get_token(base, origin, client_key, client_id, dpop_key).json()["access_token"]
     url = f"{origin}/api/v1/whoami"
     headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING}
-    statuses = []
+    statuses, refused_proof = [], ""
     for _ in range(7):
-        reply = httpx.get(f"{base}/api/v1/whoami", headers={**headers, "DPoP": proof(dpop_key, "GET", url, token)})
+        fresh = proof(dpop_key, "GET", url, token)
+        reply = httpx.get(f"{base}/api/v1/whoami", headers={**headers, "DPoP": fresh})
         statuses.append(reply.status_code)
+        refused_proof = fresh if reply.status_code == 429 else refused_proof
+    # A proof spent on a refused call stays spent: replaying it is refused as a replay.
+    replay = httpx.get(f"{base}/api/v1/whoami", headers={**headers, "DPoP": refused_proof})
+    assert replay.status_code == 401
     # A fixed window may roll over once in the burst: seven calls still overflow one window.
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]

@@ -5,10 +5,11 @@ ASVS 5.0 V6/V8: re-authentication before a sensitive change; V16 the change is l
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rempart.crypto import fields
 from rempart.db.base import utcnow
@@ -137,6 +138,10 @@ def test_t6_the_notice_reaches_the_previous_contact_by_email(platform: Platform)
     controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
+        assert deliver() == 0  # not due yet: a failed message waits a minute before its next try
+        with platform.session() as session:
+            session.execute(update(OutboxMessage).values(next_attempt_at=utcnow()))
+            session.commit()
         sent, again = deliver(), deliver()
     finally:
         controller.stop()
@@ -149,3 +154,62 @@ def test_t6_the_notice_reaches_the_previous_contact_by_email(platform: Platform)
     assert NEW_IBAN not in mail.get_payload() and OLD_IBAN not in mail.get_payload()
     with platform.session() as session:
         assert session.scalars(select(OutboxMessage.sent_at)).one() is not None
+
+
+def test_t6_a_refused_address_holds_up_no_other_notice_and_is_given_up(platform: Platform) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    from rempart.crypto.keystore import PLATFORM_KEK
+    from rempart.identity.models import Notice
+    from rempart.registry import outbox
+
+    delivered: list[str] = []
+
+    class Server:
+        async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                              options: list[str]) -> str:  # fmt: skip
+            if address.startswith("gone@"):
+                return "550 5.1.1 no such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            delivered.extend(envelope.rcpt_tos)
+            return "250 Message accepted"
+
+    with platform.session() as session:
+        registry.ensure_platform_keys(session, platform.keystore)
+        key = platform.keystore.active_field_key(session, PLATFORM_KEK)
+        for address in ("gone@pharmacie.example", "anne.durand@pharmacie.example"):
+            message_id = uuid.uuid4()
+            recipient = fields.encrypt(key, "outbox", "recipient", str(message_id), address)
+            session.add(OutboxMessage(id=message_id, dek_id=key.id, recipient_ct=recipient, subject="Avis",
+                                      body="Bonjour"))  # fmt: skip
+            session.flush()  # created in this order
+        operator = Account(role="platform_operator")
+        session.add(operator)
+        session.commit()
+
+    port = free_port()
+    settings = platform.settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port,
+                                                    "smtp_starttls": False})  # fmt: skip
+    controller = Controller(Server(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for _ in range(outbox.MAX_ATTEMPTS):
+            with platform.session() as session:
+                mailer = outbox.SmtpMailer(settings)
+                outbox.deliver(session, platform.keystore, sender=settings.smtp_sender, mailer=mailer,
+                               audit=platform.audit.for_platform("outbox"))  # fmt: skip
+                session.execute(update(OutboxMessage).values(next_attempt_at=utcnow()))  # time passes
+                session.commit()
+    finally:
+        controller.stop()
+    assert delivered == ["anne.durand@pharmacie.example"]  # the good one went at the first round
+    with platform.session() as session:
+        refused = session.scalars(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).one()
+        assert refused.attempts == outbox.MAX_ATTEMPTS and refused.given_up_at is not None
+        assert refused.last_error == "SMTPRecipientsRefused"
+        (told,) = session.scalars(select(Notice.text).where(Notice.account_id == operator.id)).all()
+        assert str(refused.id) in told and "gone@" not in told

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,10 +39,14 @@ def _deliver_outbox(platform: Platform, stop: threading.Event) -> None:
     from rempart.registry import outbox
 
     mailer = outbox.SmtpMailer(platform.settings)
+    log = logging.getLogger("rempart.outbox")
     while not stop.wait(30):
-        with contextlib.suppress(Exception), platform.session() as session:
-            outbox.deliver(session, platform.keystore, sender=platform.settings.smtp_sender, mailer=mailer,
-                           audit=platform.audit.for_platform("outbox"))  # fmt: skip
+        try:
+            with platform.session() as session:
+                outbox.deliver(session, platform.keystore, sender=platform.settings.smtp_sender, mailer=mailer,
+                               audit=platform.audit.for_platform("outbox"), on_error=log.warning)  # fmt: skip
+        except Exception as exc:
+            log.warning("outbox round failed: %s", type(exc).__name__)
 
 
 def create_app(platform: Platform) -> FastAPI:

@@ -95,33 +95,41 @@ class HeadMoved(Exception):
     """Another process appended since this one last read the head: re-read and retry."""
 
 
+class Tip(NamedTuple):
+    """The head as a process last saw it: the tree's frontier and the last sequencing time."""
+
+    frontier: Frontier
+    logged_us: int
+
+
 def append_batch(
     conn: psycopg.Connection[Any],
     records: Sequence[Record],
     *,
-    frontier: Frontier | None = None,
+    tip: Tip | None = None,
     drain: bool = True,
     lock: bool = False,
-) -> tuple[Head, Frontier]:
+) -> tuple[Head, Tip]:
     """Sequence staged events (when `drain`), then `records`, in one transaction on `conn`.
 
     The head's row is always the first lock a batch takes, so batches of several processes
     cannot deadlock (on the staged rows they drain, or on the subtree hashes they store).
-    * Optimistic (`frontier` given, no drain): the new head is computed here, then
-      `audit.advance` moves it only from the size this process last wrote, which takes the
-      row lock; if another process moved it meanwhile, `HeadMoved` is raised and nothing was
-      written: retry with `lock=True`.
-    * Locked (`lock=True`, no `frontier`, or a drain): the head is read FOR UPDATE first.
+    * Optimistic (`tip` given, no drain): the new head is computed here, then `audit.advance`
+      moves it only from the frontier this process last wrote, which takes the row lock; if
+      another process moved it meanwhile, `HeadMoved` is raised and nothing was written:
+      retry with `lock=True`.
+    * Locked (`lock=True`, no `tip`, or a drain): the head is read FOR UPDATE first.
+    Sequencing times never go back: a batch's is the later of now and the head's.
     A committer alone (the usual case) pays two round trips besides the rows. Used alone with
     a batch of one, this is the naive baseline."""
     try:
-        locked = lock or drain or frontier is None
-        if locked:
-            (frontier_bytes,) = conn.execute("SELECT frontier FROM audit.head FOR UPDATE").fetchone()  # type: ignore[misc]
-            frontier = Frontier.from_bytes(bytes(frontier_bytes))
-        else:
-            assert frontier is not None
-            frontier = Frontier(frontier.size, frontier.hashes)  # a failed batch must not move the caller's copy
+        if lock or drain or tip is None:
+            frontier_bytes, head_logged = conn.execute(
+                "SELECT frontier, logged_us FROM audit.head FOR UPDATE"
+            ).fetchone()  # type: ignore[misc]
+            tip = Tip(Frontier.from_bytes(bytes(frontier_bytes)), int(head_logged))
+        expected = tip.frontier.to_bytes()
+        frontier = Frontier(tip.frontier.size, tip.frontier.hashes)  # a failed batch must not move the caller's copy
         start = frontier.size
         all_records: list[Record] = []
         if drain:
@@ -131,9 +139,9 @@ def append_batch(
         all_records.extend(records)
         if not all_records:
             conn.rollback()
-            return Head(start, frontier.root()), frontier
-        logged = dt.datetime.now(dt.UTC)
-        logged_us = micros(logged)
+            return Head(start, frontier.root()), tip
+        logged_us = max(micros(dt.datetime.now(dt.UTC)), tip.logged_us)
+        logged = EPOCH + logged_us * MICROSECOND
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[int, int, bytes]] = []
         for record in all_records:
@@ -141,10 +149,9 @@ def append_batch(
             leaf = leaf_hash(seq, logged_us, record.body)
             nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
             rows.append((seq, logged, leaf, *record))
-        conn.execute("SELECT audit.advance(%s, %s, %s)", (start, frontier.size, frontier.to_bytes()))
-        copy_sql = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        with conn.cursor().copy(copy_sql) as copy:
-            copy.set_types(["int8", "timestamptz", "bytea", "timestamptz", "bytea", "uuid", "uuid", "text", "uuid"])
+        conn.execute("SELECT audit.advance(%s, %s, %s, %s)", (expected, frontier.size, frontier.to_bytes(), logged_us))
+        with conn.cursor().copy(COPY_EVENTS) as copy:
+            copy.set_types(EVENT_TYPES)
             for row in rows:
                 copy.write_row(row)
         # The subtree hashes and the commit go in one round trip.
@@ -159,12 +166,20 @@ def append_batch(
         if not conn.closed:
             conn.rollback()
         raise
-    return Head(frontier.size, frontier.root()), frontier
+    return Head(frontier.size, frontier.root()), Tip(frontier, logged_us)
 
 
-def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_ahead: int = 2) -> list[str]:
+EVENT_TYPES = ["int8", "timestamptz", "bytea", "timestamptz", "bytea", "uuid", "uuid", "text", "uuid"]
+COPY_EVENTS = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+
+def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_ahead: int = 3) -> list[str]:
     """Monthly partitions from last month to `months_ahead` ahead (events of a month with no
-    partition land in the default one, which stays correct, only slower to prune)."""
+    partition land in the default one, which stays correct, only slower to prune).
+
+    Creating a partition locks the whole table: it gives up after a moment if a reader (a
+    backup, a `verify`) holds it, rather than queue every append behind that reader, and is
+    tried again at the next checkpoint (months ahead, there is time)."""
     created = []
     year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
     for _ in range(months_ahead + 2):
@@ -177,6 +192,7 @@ def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_a
             continue
         try:
             with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '200ms'")
                 conn.execute(
                     f"CREATE TABLE audit.{name} PARTITION OF audit.events FOR VALUES FROM ('{start}') TO ('{end}')"
                 )
@@ -188,6 +204,8 @@ def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_a
             created.append(name)
         except psycopg.errors.CheckViolation:
             pass  # that month already has events in the default partition: they stay there
+        except psycopg.errors.LockNotAvailable:
+            break  # busy: next time
     return created
 
 
@@ -254,14 +272,14 @@ class AuditLog:
 
     def _retry_without_staged(
         self, conn: psycopg.Connection[Any] | None, batch: list[_Waiting], first: Exception
-    ) -> tuple[Head | None, Frontier | None, psycopg.Connection[Any] | None]:
+    ) -> tuple[Head | None, Tip | None, psycopg.Connection[Any] | None]:
         if conn is not None:
             conn.close()
         try:
             conn = self._connect()
-            head, frontier = append_batch(conn, [item.record for item in batch], drain=False, lock=True)
+            head, tip = append_batch(conn, [item.record for item in batch], drain=False, lock=True)
             self.batches += 1
-            return head, frontier, conn
+            return head, tip, conn
         except Exception as exc:
             for item in batch:
                 item.error = exc
@@ -276,7 +294,7 @@ class AuditLog:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
-        frontier: Frontier | None = None  # the head as this process last wrote it
+        tip: Tip | None = None  # the head as this process last wrote it
         drained = 0.0
         while True:
             with self._cond:
@@ -290,27 +308,28 @@ class AuditLog:
             head: Head | None = None
             try:
                 if conn is None or conn.closed:
-                    conn, frontier = self._connect(), None
+                    conn, tip = self._connect(), None
                 try:
-                    head, frontier = append_batch(conn, [item.record for item in batch], frontier=frontier,
-                                                  drain=drain)  # fmt: skip
+                    head, tip = append_batch(conn, [item.record for item in batch], tip=tip, drain=drain)
                 except HeadMoved:  # another process appended: take the head's lock and go again
-                    head, frontier = append_batch(conn, [item.record for item in batch], drain=drain, lock=True)
+                    head, tip = append_batch(conn, [item.record for item in batch], drain=drain, lock=True)
                 if drain:
                     drained = time.monotonic()
                 self.batches += 1
             except Exception as exc:
-                if drain and batch:
-                    # A staged row the log cannot take must not stop the reads: retry without
-                    # the staged rows (they stay in audit.pending, and `sync` reports the error).
+                # Retried only when the server refused a statement (a staged row the log cannot
+                # take must not stop the reads). A lost connection may have lost the reply to a
+                # COMMIT that happened: retrying could record the batch twice, so it fails.
+                refused = isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+                if drain and batch and refused:
                     drained = time.monotonic()
-                    head, frontier, conn = self._retry_without_staged(conn, batch, exc)
+                    head, tip, conn = self._retry_without_staged(conn, batch, exc)
                 else:
                     for item in batch:
                         item.error = exc
                     if conn is not None:
                         conn.close()
-                    conn, frontier, head = None, None, None
+                    conn, tip, head = None, None, None
             for item in batch:
                 item.done.set()
             if head is not None:

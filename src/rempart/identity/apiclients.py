@@ -283,6 +283,7 @@ def authenticate_call(
     professional = registry.find_professional(session, keystore, identifier=acting_for) if acting_for else None
     if professional is None or session.get(Practice, (professional.id, client.establishment_id)) is None:
         raise InvalidClient("invalid_request")
-    ratelimit.hit(session, ratelimit.API_CLIENT, f"client:{client.id}", commit=False)
-    ratelimit.hit(session, ratelimit.API_PROFESSIONAL, f"professional:{professional.id}", commit=False)
+    # Committed at once, with the proof's spent jti: a refused call still spends both.
+    ratelimit.hit(session, ratelimit.API_CLIENT, f"client:{client.id}")
+    ratelimit.hit(session, ratelimit.API_PROFESSIONAL, f"professional:{professional.id}")
     return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier)

@@ -81,23 +81,30 @@ CREATE TABLE audit.pending (
 CREATE TABLE audit.head (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     size bigint NOT NULL,
-    frontier bytea NOT NULL
+    frontier bytea NOT NULL,
+    logged_us bigint NOT NULL  -- the last sequencing time: the next batch's is never earlier
 );
-INSERT INTO audit.head (size, frontier) VALUES (0, '\x0000000000000000');
+INSERT INTO audit.head (size, frontier, logged_us) VALUES (0, '\x0000000000000000', 0);
 
--- Hashes of perfect subtrees of 256 leaves and more, so proofs need no full recomputation.
--- Untrusted like everything in the database: a proof built from a forged node fails its check.
--- Moves the head only from the size the caller read: a batch that lost the race to another
--- process fails (serialization failure) and is retried on the new head.
-CREATE FUNCTION audit.advance(expected bigint, new_size bigint, new_frontier bytea) RETURNS void
+-- Moves the head only from the frontier the caller knows, and never back in time: a batch
+-- that lost the race to another process fails (serialization failure) and is retried on the
+-- new head.
+CREATE FUNCTION audit.advance(expected bytea, new_size bigint, new_frontier bytea, new_logged_us bigint)
+RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE audit.head SET size = new_size, frontier = new_frontier WHERE size = expected;
+    -- The whole frontier must match (its first 8 bytes are the size): a stale copy of the head
+    -- at the right size, after a restore say, cannot extend a tree it does not know.
+    UPDATE audit.head
+    SET size = new_size, frontier = new_frontier, logged_us = new_logged_us
+    WHERE frontier = expected AND logged_us <= new_logged_us;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the audit head moved' USING ERRCODE = 'serialization_failure';
     END IF;
 END $$;
 
+-- Hashes of perfect subtrees of 256 leaves and more, so proofs need no full recomputation.
+-- Untrusted like everything in the database: a proof built from a forged node fails its check.
 CREATE TABLE audit.nodes (
     level smallint NOT NULL,
     index bigint NOT NULL,
