@@ -182,9 +182,8 @@ def _walk(
     if first_checkpoint_miss is not None:
         size, root = first_checkpoint_miss
         # Only changes to what the leaves hash explain a wrong root (not a column's copy).
-        explained = any(
-            f.kind in TREE_KINDS and f.seq is not None and f.seq < size for f in report.findings
-        ) or any(seq < size for seq in mismatched)
+        structural = [f.seq for f in report.findings if f.kind in TREE_KINDS and f.seq is not None]
+        explained = any(seq < size for seq in [*structural, *mismatched])
         if not explained:
             start, end = _narrow(conn, size, root)
             start = max(start, last_checkpoint_kept)  # what an earlier checkpoint still vouches for
