@@ -89,6 +89,12 @@ def test_v16_appends_sign_and_prove(platform: Platform, raw: psycopg.Connection)
     body = raw.execute("SELECT body FROM audit.events WHERE seq = 0").fetchone()[0]  # type: ignore[index]
     document = ev.decode(bytes(body))
     assert "192.0.2" not in bytes(body).decode() and document["network"] and document["ip"]
+    # A security officer's tooling opens it, and that opening is in the log too.
+    with platform.session() as session:
+        officer = platform.audit.for_platform("security", operator="officer-1")
+        assert audit.open_address(session, platform.keystore, seq=0, audit=officer) == "192.0.2.17"
+    opened = raw.execute("SELECT body FROM audit.events ORDER BY seq DESC LIMIT 1").fetchone()[0]  # type: ignore[index]
+    assert ev.decode(bytes(opened))["action"] == "audit.address-opened"
 
 
 def test_v16_the_log_refuses_updates_and_deletes(platform: Platform, raw: psycopg.Connection) -> None:
@@ -204,12 +210,12 @@ def test_v16_concurrent_appends_keep_one_order(platform: Platform, raw: psycopg.
 
 
 def test_v16_writes_are_staged_in_their_transaction(platform: Platform, raw: psycopg.Connection) -> None:
-    ctx = context()
+    trail = platform.audit.for_request(context())
     with platform.session() as session:
-        platform.audit.record(session, [platform.audit.event(ctx, "iban.change", purpose="bank-details")])
+        trail.wrote(session, "iban.change", purpose="bank-details")
         session.rollback()  # the write did not happen: neither does its event
     with platform.session() as session:
-        platform.audit.record(session, [platform.audit.event(ctx, "iban.change", purpose="bank-details")])
+        trail.wrote(session, "iban.change", purpose="bank-details")
         session.commit()
     head = platform.audit.log.sync()
     assert head.size == 1

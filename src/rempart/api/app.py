@@ -18,6 +18,7 @@ from rempart.api import oauth
 from rempart.audit import routes as audit_routes
 from rempart.audit.log import AuditUnavailable
 from rempart.guard.ratelimit import RateLimited
+from rempart.identity.permissions import Forbidden, StepUpRequired
 from rempart.platform import Platform
 from rempart.portal.routes import build_router
 
@@ -89,6 +90,15 @@ def create_app(platform: Platform) -> FastAPI:
         return JSONResponse(
             {"detail": "too many requests"}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
         )
+
+    # The service layer decides who may do what; every door answers its refusals the same way.
+    @app.exception_handler(StepUpRequired)
+    async def step_up(request: Request, exc: StepUpRequired) -> Response:
+        return JSONResponse({"detail": "step_up_required"}, status_code=403)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(AuditUnavailable)
     async def unaudited(request: Request, exc: AuditUnavailable) -> Response:

@@ -1,7 +1,7 @@
 """Audit use cases: build events for a request, record reads (durable) and writes (staged),
 sign checkpoints, serve proofs.
 
-Every service function that discloses personal data calls `Auditor.disclosed(...)` before
+Every service function that discloses personal data calls `Recorder.disclosed(...)` before
 returning it; the call returns only once the event is committed, and raises
 `AuditUnavailable` otherwise, so a read that cannot be audited returns nothing.
 """
@@ -27,6 +27,7 @@ from rempart.audit.checkpoint import sign_checkpoint, verifier_key_for
 from rempart.audit.log import COLUMNS, NODE_LEVEL, AuditLog, Head, Record, leaf_hash
 from rempart.audit.merkle import Frontier, consistency_proof, inclusion_proof
 from rempart.audit.verifier import node_hash
+from rempart.crypto import fields
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.models import PURPOSE_FIELD, PURPOSE_INDEX, PURPOSE_SIGNING
 
@@ -101,10 +102,6 @@ class Auditor:
     def disclosed(self, events: Iterable[ev.AuditEvent]) -> None:
         """Reads: durable before the caller may return the data (raises AuditUnavailable)."""
         self.log.append(events)
-
-    def record(self, session: Session, events: Iterable[ev.AuditEvent]) -> None:
-        """Writes (and refusals recorded with them): in the caller's transaction."""
-        stage(session, events)
 
     def for_request(self, context: RequestContext) -> Recorder:
         return Recorder(self, context)
@@ -206,6 +203,22 @@ def stage_raw(conn: psycopg.Connection[Any], events: Iterable[ev.AuditEvent]) ->
         conn.execute(f"INSERT INTO audit.pending ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)", Record.of(event))
 
 
+def open_address(session: Session, keystore: Keystore, *, seq: int, audit: Recorder) -> str | None:
+    """The network address an event sealed, for a security officer's investigation; the opening
+    is itself an event (durable before the address is returned). None: the event had none."""
+    body = session.execute(text("SELECT body FROM audit.events WHERE seq = :seq"), {"seq": seq}).scalar()
+    if body is None:
+        raise LookupError(f"no event {seq}")
+    document = ev.decode(bytes(body))
+    if not document["ip"]:
+        return None
+    sealed = base64.b64decode(document["ip"])
+    address = network.unseal(keystore.field_key(session, fields.key_id_of(sealed)), document["ip"],
+                             uuid.UUID(document["id"]))  # fmt: skip
+    audit.auditor.disclosed([audit.bulk("audit.address-opened", purpose="investigation", detail={"event": str(seq)})])
+    return address
+
+
 # -- checkpoints ------------------------------------------------------------------------------
 
 
@@ -213,13 +226,9 @@ def signing_key(session: Session, keystore: Keystore) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(keystore.secret(session, AUDIT_KEK, PURPOSE_SIGNING)[:32])
 
 
-def key_name(origin: str) -> str:
-    return origin
-
-
 def verifier_key(session: Session, keystore: Keystore, origin: str) -> str:
     """What an insurer configures in its verifier: `<name>+<key hash>+<public key>`."""
-    return verifier_key_for(key_name(origin), signing_key(session, keystore).public_key())
+    return verifier_key_for(origin, signing_key(session, keystore).public_key())
 
 
 def head(session: Session) -> Head:
@@ -234,7 +243,7 @@ def make_checkpoint(session: Session, keystore: Keystore, origin: str) -> str:
                                {"size": current.size}).scalar()  # fmt: skip
     if existing is not None:
         return str(existing)
-    note = sign_checkpoint(origin, current.size, current.root, key_name(origin), signing_key(session, keystore))
+    note = sign_checkpoint(origin, current.size, current.root, origin, signing_key(session, keystore))
     session.execute(
         text("INSERT INTO audit.checkpoints (size, root, note) VALUES (:size, :root, :note) ON CONFLICT DO NOTHING"),
         {"size": current.size, "root": current.root, "note": note},

@@ -508,6 +508,21 @@ def prove_consistency(
     out.print(json.dumps({"size1": size1, "size2": size2, "proof": [h.hex() for h in proof]}), soft_wrap=True)
 
 
+@audit_app.command("address")
+def audit_address(seq: Annotated[int, typer.Option(help="The event's position in the log.")]) -> None:
+    """Security officers: open the network address an event sealed (the opening is audited)."""
+    from rempart.audit import service as audit
+
+    with platform() as p, p.session() as session:
+        try:
+            address = audit.open_address(
+                session, p.keystore, seq=seq, audit=p.audit.for_platform("security", operator=_operator())
+            )
+        except LookupError as exc:
+            raise fail(str(exc)) from None
+    out.print(address or "(no address recorded)", soft_wrap=True)
+
+
 @audit_app.command("who-accessed")
 def audit_who_accessed(
     birth_date: Annotated[str, typer.Option(help="YYYY-MM-DD.")],

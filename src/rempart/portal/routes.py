@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from rempart.guard import ratelimit
 from rempart.identity import apiclients, federation, service
-from rempart.identity.permissions import Forbidden, Permission, StepUpRequired, allowed
+from rempart.identity.permissions import Permission, allowed
 from rempart.platform import Platform
 from rempart.registry import service as registry
 
@@ -183,10 +183,7 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/account/passkeys/options")
     def add_passkey_options(request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            ceremony, options = service.begin_add_passkey(session, settings, actor=user)
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
+        ceremony, options = service.begin_add_passkey(session, settings, actor=user)
         session.commit()
         return ceremony_reply(ceremony, options)
 
@@ -198,8 +195,6 @@ def build_router(platform: Platform) -> APIRouter:
                 session, settings, actor=user, ceremony_token=request.cookies.get(CEREMONY_COOKIE),
                 credential=json.dumps(body.credential), name=body.name,
             )  # fmt: skip
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
         except service.AuthenticationFailed:
             session.commit()
             raise failed() from None
@@ -209,22 +204,14 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/account/passkeys/{passkey_id}/revoke")
     def revoke_passkey(passkey_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            service.revoke_passkey(session, actor=user, passkey_id=passkey_id)
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
+        service.revoke_passkey(session, actor=user, passkey_id=passkey_id)
         session.commit()
         return JSONResponse({"redirect": "/account"})
 
     @router.post("/account/sessions/{session_id}/revoke")
     def revoke_one_session(session_id: str, request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            service.revoke_session(session, actor=user, session_id=session_id)
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
+        service.revoke_session(session, actor=user, session_id=session_id)
         session.commit()
         return JSONResponse({"redirect": "/account"})
 
@@ -297,10 +284,7 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/account/recovery-codes")
     def recovery_codes(request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            codes = service.new_recovery_codes(session, actor=user)
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
+        codes = service.new_recovery_codes(session, actor=user)
         session.commit()
         return JSONResponse({"codes": codes})
 
@@ -314,15 +298,10 @@ def build_router(platform: Platform) -> APIRouter:
             if found is None:
                 raise HTTPException(status_code=400, detail="no professional with this RPPS")
             professional_id = found.id
-        try:
-            token = service.issue_invitation_as(
-                session, settings, actor=user, role=body.role, professional_id=professional_id,
-                establishment_id=user.establishment_id,
-            )  # fmt: skip
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
+        token = service.issue_invitation_as(
+            session, settings, actor=user, role=body.role, professional_id=professional_id,
+            establishment_id=user.establishment_id,
+        )  # fmt: skip
         session.commit()
         return JSONResponse({"link": service.invitation_link(settings, token)})
 
@@ -340,10 +319,7 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/account/establishment/{establishment_id}")
     def choose(establishment_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            service.choose_establishment(session, actor=user, establishment_id=establishment_id)
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
+        service.choose_establishment(session, actor=user, establishment_id=establishment_id)
         session.commit()
         return JSONResponse({"redirect": "/account"})
 
@@ -358,10 +334,7 @@ def build_router(platform: Platform) -> APIRouter:
         user = page_user(request, session)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        try:
-            clients = apiclients.list_clients(session, actor=user)
-        except Forbidden:
-            raise HTTPException(status_code=403, detail="not allowed") from None
+        clients = apiclients.list_clients(session, actor=user)
         return TEMPLATES.TemplateResponse(
             request, "api_clients.html",
             {"title": "Logiciels de l'établissement", "clients": clients, "scopes": sorted(apiclients.SCOPES),
@@ -378,10 +351,6 @@ def build_router(platform: Platform) -> APIRouter:
                 session, actor=user, establishment_id=user.establishment_id, public_jwk=body.public_jwk,
                 scopes=body.scopes,
             )  # fmt: skip
-        except StepUpRequired:
-            raise HTTPException(status_code=403, detail="step_up_required") from None
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
         except apiclients.InvalidClient:
             raise HTTPException(
                 status_code=400, detail="public_jwk: an EC P-256 or Ed25519 public key in JWK form"
@@ -392,10 +361,7 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/account/api-clients/{client_id}/revoke")
     def revoke_api_client(client_id: uuid.UUID, request: Request, session: Session = Depends(db)) -> Response:
         user = current(request, session)
-        try:
-            apiclients.revoke_client(session, actor=user, client_id=client_id)
-        except Forbidden as exc:
-            raise HTTPException(status_code=403, detail=str(exc)) from None
+        apiclients.revoke_client(session, actor=user, client_id=client_id)
         session.commit()
         return JSONResponse({"redirect": "/account/api-clients"})
 
@@ -405,10 +371,7 @@ def build_router(platform: Platform) -> APIRouter:
         user = page_user(request, session)
         if user is None:
             return RedirectResponse("/login", status_code=303)
-        try:
-            events = service.all_security_events(session, actor=user, kind=kind[:40] or None)
-        except Forbidden:
-            raise HTTPException(status_code=403, detail="not allowed") from None
+        events = service.all_security_events(session, actor=user, kind=kind[:40] or None)
         return TEMPLATES.TemplateResponse(
             request, "security_events.html", {"title": "Événements de sécurité", "events": events, "kind": kind[:40]}
         )
