@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -108,3 +109,21 @@ def platform(settings: Settings) -> Iterator[Platform]:
     p = open_platform(settings)
     yield p
     p.close()
+
+
+@pytest.fixture
+def portal_client(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
+    """The platform served on loopback, and an HTTP client that sends the portal's Origin."""
+    from rempart.api.app import create_app
+
+    from portal_server import free_port, serve
+
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
+    with (
+        serve(create_app(platform), port),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"origin": origin}) as client,
+    ):
+        yield platform, client
+    platform.close()

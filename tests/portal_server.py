@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -41,3 +43,21 @@ def serve(app: FastAPI, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def passkey_session(
+    platform: Any, role: str, *, establishment_id: uuid.UUID | None = None, insurer_id: uuid.UUID | None = None
+) -> tuple[dict[str, str], uuid.UUID]:
+    """A new account with a session opened the way a passkey login opens one (so with a fresh
+    step-up); returns the cookie header to send and the account's id. The ceremony itself is
+    covered by the browser tests."""
+    from rempart.identity import service
+    from rempart.identity.models import Account
+
+    with platform.session() as session:
+        account = Account(role=role, establishment_id=establishment_id, insurer_id=insurer_id)
+        session.add(account)
+        session.flush()
+        token = service._open_session(session, platform.settings, account, None, method="passkey").token
+        session.commit()
+        return {"cookie": f"rempart_session={token}"}, account.id

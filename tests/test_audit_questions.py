@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,6 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from rempart.api.app import create_app
 from rempart.audit import events as ev
 from rempart.audit import queries, verifier
 from rempart.audit import service as audit
@@ -32,37 +30,14 @@ from rempart.identity.models import Account
 from rempart.platform import Platform, open_platform
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary, Insurer
-from rempart.settings import Settings, get_settings
+from rempart.settings import get_settings
 
 from feedkit import AMC_A, AMC_B, families, write_feed
-from portal_server import free_port, serve
+from portal_server import passkey_session
 from registry_helpers import run_import, two_insurers
 
 pytestmark = pytest.mark.integration
 REASON = "Réclamation écrite de l'adhérent sur un remboursement d'optique refusé"
-
-
-@pytest.fixture
-def portal(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
-    with (
-        serve(create_app(platform), port),
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"origin": origin}) as client,
-    ):
-        yield platform, client
-    platform.close()
-
-
-def login(platform: Platform, role: str, insurer_id: uuid.UUID | None = None) -> tuple[dict[str, str], Account]:
-    with platform.session() as session:
-        account = Account(role=role, insurer_id=insurer_id)
-        session.add(account)
-        session.flush()
-        token = service._open_session(session, platform.settings, account, None, method="passkey").token
-        session.commit()
-        return {"cookie": f"rempart_session={token}"}, account
 
 
 def break_glass_read(platform: Platform, beneficiary_id: uuid.UUID) -> uuid.UUID:
@@ -93,8 +68,10 @@ def disclose(platform: Platform, ctx: audit.RequestContext) -> None:
     )
 
 
-def test_v16_article_15_lists_exactly_the_accesses_made(portal: tuple[Platform, httpx.Client], tmp_path: Path) -> None:
-    platform, client = portal
+def test_v16_article_15_lists_exactly_the_accesses_made(
+    portal_client: tuple[Platform, httpx.Client], tmp_path: Path
+) -> None:
+    platform, client = portal_client
     two_insurers(platform)
     run_import(platform, write_feed(tmp_path / "a.csv", families(2)), amc=AMC_A)
     run_import(platform, write_feed(tmp_path / "b.csv", families(1, first=9)), amc=AMC_B)
@@ -107,7 +84,7 @@ def test_v16_article_15_lists_exactly_the_accesses_made(portal: tuple[Platform, 
     assert view.nir is not None
     break_glass_read(platform, view.id)
 
-    dpo, dpo_account = login(platform, "dpo")
+    dpo, dpo_account = passkey_session(platform, "dpo")
     form = {"nir": view.nir, "birth_date": view.birth_date.isoformat(), "format": "json"}
     reply = client.post("/audit/subject", data=form, headers=dpo)
     assert reply.status_code == 200, reply.text
@@ -134,19 +111,19 @@ def test_v16_article_15_lists_exactly_the_accesses_made(portal: tuple[Platform, 
     ]
 
     # Insurer B's staff cannot learn anything of insurer A's beneficiary: the same answer as nobody.
-    staff_b, _ = login(platform, "insurer_staff", b_id)
+    staff_b, _ = passkey_session(platform, "insurer_staff", insurer_id=b_id)
     foreign = client.post("/audit/subject", data=form, headers=staff_b)
     nobody = client.post(
         "/audit/subject", data=form | {"nir": ("2" if view.nir[0] == "1" else "1") + view.nir[1:]}, headers=dpo
     )
     assert foreign.status_code == nobody.status_code == 404 and foreign.json() == nobody.json()
-    officer, _ = login(platform, "security_officer")  # breach scoping, not Article 15
+    officer, _ = passkey_session(platform, "security_officer")  # breach scoping, not Article 15
     assert client.post("/audit/subject", data=form, headers=officer).status_code == 403
     # Identifiers never appear in a URL: the page posts them.
     assert client.get("/audit/subject", params={"nir": view.nir}, headers=dpo).status_code == 200
     with platform.session() as session:
         reports = [a for a in queries.accesses_to(session, [view.id]) if a.action == "subject.access-report"]
-    assert {a.account_id for a in reports} == {str(dpo_account.id)}
+    assert {a.account_id for a in reports} == {str(dpo_account)}
 
 
 def test_v16_what_these_accounts_saw_with_a_completeness_proof(platform: Platform) -> None:
@@ -210,8 +187,8 @@ def test_v16_what_these_accounts_saw_with_a_completeness_proof(platform: Platfor
     assert not broken.complete
 
 
-def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal: tuple[Platform, httpx.Client]) -> None:
-    platform, client = portal
+def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal_client: tuple[Platform, httpx.Client]) -> None:
+    platform, client = portal_client
     ctx = audit.RequestContext(ev.Actor(account_id=uuid.uuid4(), role="professional"))
     for _ in range(40):
         disclose(platform, ctx)
@@ -219,7 +196,7 @@ def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal: tuple[Platf
     for _ in range(30):
         disclose(platform, ctx)
     platform.checkpoint()
-    operator, _ = login(platform, "platform_operator")
+    operator, _ = passkey_session(platform, "platform_operator")
     key = client.get("/api/v1/audit/key", headers=operator).text
     note = client.get("/api/v1/audit/checkpoint", headers=operator).text
     checkpoint = verifier.open_checkpoint(note, key)
@@ -238,7 +215,7 @@ def test_v16_auditors_fetch_checkpoints_and_proofs_over_http(portal: tuple[Platf
         client.get("/api/v1/audit/proofs/inclusion", params={"seq": 90, "size": 70}, headers=operator).status_code
         == 404
     )
-    admin, _ = login(platform, "establishment_admin")
+    admin, _ = passkey_session(platform, "establishment_admin")
     assert client.get("/api/v1/audit/checkpoint", headers=admin).status_code == 403
     assert client.get("/api/v1/audit/checkpoint").status_code == 401
 

@@ -9,7 +9,6 @@ closed when the log cannot record."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,12 @@ from sqlalchemy import select, text
 from rempart.api.app import create_app
 from rempart.audit import events as ev
 from rempart.audit import service as audit
-from rempart.identity import service
-from rempart.identity.models import Account
-from rempart.platform import Platform, open_platform
+from rempart.platform import Platform
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary
-from rempart.settings import Settings
 
 from feedkit import AMC_A, families, write_feed
-from portal_server import free_port, serve
+from portal_server import passkey_session
 from registry_helpers import run_import, two_insurers
 
 pytestmark = pytest.mark.integration
@@ -106,29 +102,6 @@ def test_every_route_is_classified(platform: Platform) -> None:
     assert present == PERSONAL | set(NOT_PERSONAL), (present - PERSONAL - set(NOT_PERSONAL), "unclassified")
 
 
-@pytest.fixture
-def portal(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
-    with (
-        serve(create_app(platform), port),
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"origin": origin}) as client,
-    ):
-        yield platform, client
-    platform.close()
-
-
-def logged_in(platform: Platform, role: str) -> dict[str, str]:
-    with platform.session() as session:
-        account = Account(role=role)
-        session.add(account)
-        session.flush()
-        token = service._open_session(session, platform.settings, account, None, method="passkey").token
-        session.commit()
-    return {"cookie": f"rempart_session={token}"}
-
-
 def events_of_request(platform: Platform, request_id: str) -> list[dict[str, Any]]:
     platform.audit.log.sync()
     with platform.session() as session:
@@ -137,9 +110,9 @@ def events_of_request(platform: Platform, request_id: str) -> list[dict[str, Any
 
 
 def test_v16_every_personal_data_route_is_audited_and_fails_closed(
-    portal: tuple[Platform, httpx.Client], tmp_path: Path
+    portal_client: tuple[Platform, httpx.Client], tmp_path: Path
 ) -> None:
-    platform, client = portal
+    platform, client = portal_client
     two_insurers(platform)
     run_import(platform, write_feed(tmp_path / "a.csv", families(1)), amc=AMC_A)
     with platform.session() as session:
@@ -147,8 +120,8 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
         assert row is not None
         person = registry.read_beneficiary(session, platform.keystore, beneficiary=row, amc_number=AMC_A)
     assert person.nir is not None
-    dpo = logged_in(platform, "dpo")
-    operator = logged_in(platform, "platform_operator")
+    dpo, _ = passkey_session(platform, "dpo")
+    operator, _ = passkey_session(platform, "platform_operator")
     # An access to this person's data, so the log holds an event about them.
     reader = audit.RequestContext(ev.Actor(account_id=uuid.uuid4(), role="professional"))
     platform.audit.for_request(reader).disclosed(

@@ -29,17 +29,23 @@ OLD_IBAN = make_french_iban("30004", "00123", "00012345678")
 NEW_IBAN = make_french_iban("20041", "01005", "0500013M026")
 
 
+def pharmacist(session: Any, platform: Platform) -> tuple[Any, Any, Account]:
+    """A pharmacy, its pharmacist (IBAN and e-mail on file) and the pharmacist's account."""
+    shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
+    pro = registry.register_professional(
+        session, platform.keystore, identifier="10003456786", family_name="Durand", first_name="Anne",
+        profession="pharmacist", specialty=None, establishment_ids=[shop.id], iban=OLD_IBAN,
+        email="anne.durand@pharmacie.example", phone=None,
+    )  # fmt: skip
+    account = Account(role="professional", professional_id=pro.id)
+    session.add(account)
+    session.flush()
+    return shop, pro, account
+
+
 def test_t6_iban_change_is_held_and_announced_to_the_previous_contact(platform: Platform) -> None:
     with platform.session() as session:
-        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
-        pro = registry.register_professional(
-            session, platform.keystore, identifier="10003456786", family_name="Durand", first_name="Anne",
-            profession="pharmacist", specialty=None, establishment_ids=[shop.id], iban=OLD_IBAN,
-            email="anne.durand@pharmacie.example", phone=None,
-        )  # fmt: skip
-        account = Account(role="professional", professional_id=pro.id)
-        session.add(account)
-        session.flush()
+        shop, pro, account = pharmacist(session, platform)
 
         def actor(step_up: dt.datetime | None) -> service.CurrentUser:
             return service.CurrentUser(account.id, "professional", pro.id, shop.id, None, utcnow(), step_up, b"")
@@ -107,15 +113,7 @@ def test_t6_the_notice_reaches_the_previous_contact_by_email(platform: Platform)
             received.append(message)
 
     with platform.session() as session:
-        shop = registry.register_establishment(session, name="Pharmacie", kind="pharmacy", finess="750712184")
-        pro = registry.register_professional(
-            session, platform.keystore, identifier="10003456786", family_name="Durand", first_name="Anne",
-            profession="pharmacist", specialty=None, establishment_ids=[shop.id], iban=OLD_IBAN,
-            email="anne.durand@pharmacie.example", phone=None,
-        )  # fmt: skip
-        account = Account(role="professional", professional_id=pro.id)
-        session.add(account)
-        session.flush()
+        shop, pro, account = pharmacist(session, platform)
         actor = service.CurrentUser(account.id, "professional", pro.id, shop.id, None, utcnow(), utcnow(), b"")
         trail = platform.audit.for_request(actor.audit_context(ip="198.51.100.7", request_id="iban-2"))
         banking.request_iban_change(session, platform.keystore, platform.settings, actor=actor, new_iban=NEW_IBAN,

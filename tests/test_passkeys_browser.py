@@ -251,10 +251,10 @@ def test_v6_a_recovery_code_only_registers_a_new_passkey_once_and_alerts(
     assert count(platform, Account) == 1
 
 
-def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Platform, str], browser: Browser) -> None:
+def enrolled_administrator(platform: Platform, origin: str, browser: Browser) -> tuple[Page, Any]:
+    """A pharmacy, and its administrator enrolled with a passkey, on their account page."""
     from rempart.registry import service as registry
 
-    platform, origin = portal
     with platform.session() as session:
         shop = registry.register_establishment(session, name="Pharmacie du Port", kind="pharmacy", finess="750712184")
         token = service.issue_invitation(
@@ -266,6 +266,12 @@ def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Pla
     page.goto(f"{origin}/enrol#{token}")
     page.click("#enrol")
     page.wait_for_url(f"{origin}/account")
+    return page, shop.id
+
+
+def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Platform, str], browser: Browser) -> None:
+    platform, origin = portal
+    page, shop_id = enrolled_administrator(platform, origin, browser)
     page.select_option("#invite-role", "establishment_admin")
     page.click("#invite")
     expect(page.locator("#invitation-link")).to_contain_text("/enrol#")
@@ -277,7 +283,7 @@ def test_v8_an_establishment_administrator_invites_a_colleague(portal: tuple[Pla
     colleague.wait_for_url(f"{origin}/account")
     assert "establishment_admin" in colleague.inner_text("#role")
     with platform.session() as session:
-        accounts = session.scalars(select(Account).where(Account.establishment_id == shop.id)).all()
+        accounts = session.scalars(select(Account).where(Account.establishment_id == shop_id)).all()
         assert len(accounts) == 2
 
 
@@ -288,20 +294,8 @@ def test_v8_an_administrator_registers_practice_software_in_the_portal(
 
     from joserfc.jwk import ECKey
 
-    from rempart.registry import service as registry
-
     platform, origin = portal
-    with platform.session() as session:
-        shop = registry.register_establishment(session, name="Pharmacie du Port", kind="pharmacy", finess="750712184")
-        token = service.issue_invitation(
-            session, platform.settings, role="establishment_admin", establishment_id=shop.id
-        )
-        session.commit()
-    page = browser.new_context().new_page()
-    with_authenticator(page)
-    page.goto(f"{origin}/enrol#{token}")
-    page.click("#enrol")
-    page.wait_for_url(f"{origin}/account")
+    page, _ = enrolled_administrator(platform, origin, browser)
     page.click("#api-clients-link")
     page.wait_for_url(f"{origin}/account/api-clients")
     key = ECKey.generate_key("P-256")

@@ -10,49 +10,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from joserfc.jwk import ECKey, OKPKey
 
-from rempart.api.app import create_app
 from rempart.db.base import utcnow
 from rempart.guard.ratelimit import REDUCED_SHARE, SENSITIVE, RateLimited
 from rempart.identity import service
 from rempart.identity.models import Account
-from rempart.platform import Platform, open_platform
+from rempart.platform import Platform
 from rempart.registry import service as registry
 from rempart.registry.identifiers import make_finess
-from rempart.settings import Settings
 
-from portal_server import free_port, serve
+from portal_server import passkey_session
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def portal(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]:
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    platform = open_platform(settings.model_copy(update={"public_origin": origin}))
-    with (
-        serve(create_app(platform), port),
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"origin": origin}) as client,
-    ):
-        yield platform, client
-    platform.close()
-
-
-def session_for(platform: Platform, role: str, establishment_id: uuid.UUID | None = None) -> tuple[str, uuid.UUID]:
-    """A session opened as a passkey login opens one (so with a fresh step-up)."""
-    with platform.session() as session:
-        account = Account(role=role, establishment_id=establishment_id)
-        session.add(account)
-        session.flush()
-        token = service._open_session(session, platform.settings, account, None, method="passkey").token
-        session.commit()
-        return token, account.id
 
 
 def shop(platform: Platform, finess: str = "750712184") -> uuid.UUID:
@@ -62,82 +35,82 @@ def shop(platform: Platform, finess: str = "750712184") -> uuid.UUID:
         return place.id
 
 
-def cookie(token: str) -> dict[str, str]:
-    return {"cookie": f"rempart_session={token}"}
-
-
 def test_v8_an_administrator_registers_lists_and_revokes_practice_software(
-    portal: tuple[Platform, httpx.Client],
+    portal_client: tuple[Platform, httpx.Client],
 ) -> None:
-    platform, client = portal
+    platform, client = portal_client
     place = shop(platform)
-    admin, _ = session_for(platform, "establishment_admin", place)
+    admin, _ = passkey_session(platform, "establishment_admin", establishment_id=place)
     key = OKPKey.generate_key("Ed25519")
 
-    created = client.post("/account/api-clients", headers=cookie(admin),
+    created = client.post("/account/api-clients", headers=admin,
                           json={"public_jwk": key.as_dict(private=False), "scopes": ["eligibility"]})  # fmt: skip
     assert created.status_code == 200, created.text
     client_id = created.json()["client_id"]
-    page = client.get("/account/api-clients", headers=cookie(admin))
+    page = client.get("/account/api-clients", headers=admin)
     assert page.status_code == 200
     assert client_id in page.text and str(key.thumbprint()) in page.text and "actif" in page.text
 
     # A private key is never accepted, nor an RSA key or garbage.
     for bad in (key.as_dict(private=True), {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "EC"}):
-        refused = client.post("/account/api-clients", headers=cookie(admin),
+        refused = client.post("/account/api-clients", headers=admin,
                               json={"public_jwk": bad, "scopes": ["eligibility"]})  # fmt: skip
         assert refused.status_code == 400 and "public_jwk" in refused.json()["detail"]
-    unknown_scope = client.post("/account/api-clients", headers=cookie(admin),
+    unknown_scope = client.post("/account/api-clients", headers=admin,
                                 json={"public_jwk": ECKey.generate_key("P-256").as_dict(private=False),
                                       "scopes": ["registry"]})  # fmt: skip
     assert unknown_scope.status_code == 403
 
     # The administrator of another establishment can neither see nor revoke it.
-    other, _ = session_for(platform, "establishment_admin", shop(platform, make_finess("13000001")))
-    assert client_id not in client.get("/account/api-clients", headers=cookie(other)).text
-    assert client.post(f"/account/api-clients/{client_id}/revoke", headers=cookie(other)).status_code == 403
+    other, _ = passkey_session(
+        platform, "establishment_admin", establishment_id=shop(platform, make_finess("13000001"))
+    )
+    assert client_id not in client.get("/account/api-clients", headers=other).text
+    assert client.post(f"/account/api-clients/{client_id}/revoke", headers=other).status_code == 403
     # Nor can staff of other roles open the page.
     for role in ("security_officer", "dpo", "platform_operator"):
-        token, _ = session_for(platform, role, place)
-        assert client.get("/account/api-clients", headers=cookie(token)).status_code == 403
+        token, _ = passkey_session(platform, role, establishment_id=place)
+        assert client.get("/account/api-clients", headers=token).status_code == 403
 
-    assert client.post(f"/account/api-clients/{client_id}/revoke", headers=cookie(admin)).status_code == 200
-    assert "révoqué le" in client.get("/account/api-clients", headers=cookie(admin)).text
+    assert client.post(f"/account/api-clients/{client_id}/revoke", headers=admin).status_code == 200
+    assert "révoqué le" in client.get("/account/api-clients", headers=admin).text
 
 
 def test_v6_registering_practice_software_needs_a_fresh_passkey_confirmation(
-    portal: tuple[Platform, httpx.Client],
+    portal_client: tuple[Platform, httpx.Client],
 ) -> None:
-    platform, client = portal
+    platform, client = portal_client
     place = shop(platform)
-    admin, account_id = session_for(platform, "establishment_admin", place)
+    admin, account_id = passkey_session(platform, "establishment_admin", establishment_id=place)
     with platform.session() as session:  # the login was six minutes ago
         from rempart.identity.models import LoginSession
 
         row = session.query(LoginSession).filter_by(account_id=account_id).one()
         row.step_up_at = utcnow() - dt.timedelta(minutes=6)
         session.commit()
-    reply = client.post("/account/api-clients", headers=cookie(admin),
+    reply = client.post("/account/api-clients", headers=admin,
                         json={"public_jwk": OKPKey.generate_key("Ed25519").as_dict(private=False),
                               "scopes": ["invoices"]})  # fmt: skip
     assert reply.status_code == 403 and reply.json()["detail"] == "step_up_required"
 
 
-def test_v16_security_officers_and_the_dpo_see_every_accounts_events(portal: tuple[Platform, httpx.Client]) -> None:
-    platform, client = portal
-    officer, _ = session_for(platform, "security_officer")
-    dpo, _ = session_for(platform, "dpo")
-    admin, admin_id = session_for(platform, "establishment_admin", shop(platform))
+def test_v16_security_officers_and_the_dpo_see_every_accounts_events(
+    portal_client: tuple[Platform, httpx.Client],
+) -> None:
+    platform, client = portal_client
+    officer, _ = passkey_session(platform, "security_officer")
+    dpo, _ = passkey_session(platform, "dpo")
+    admin, admin_id = passkey_session(platform, "establishment_admin", establishment_id=shop(platform))
     with platform.session() as session:
         service.record_event(session, admin_id, "recovery_code_refused")
         session.commit()
     for token in (officer, dpo):
-        page = client.get("/security/events", headers=cookie(token))
+        page = client.get("/security/events", headers=token)
         assert page.status_code == 200
         assert "recovery_code_refused" in page.text and str(admin_id) in page.text and "login" in page.text
-    filtered = client.get("/security/events", params={"kind": "recovery_code_refused"}, headers=cookie(officer))
+    filtered = client.get("/security/events", params={"kind": "recovery_code_refused"}, headers=officer)
     assert filtered.text.count('class="kind"') == 1
-    assert client.get("/security/events", headers=cookie(admin)).status_code == 403
+    assert client.get("/security/events", headers=admin).status_code == 403
     assert client.get("/security/events").status_code == 303  # not logged in: to the login page
 
 
