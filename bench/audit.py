@@ -8,6 +8,8 @@ Runs against the embedded PostgreSQL in a temporary folder (or REMPART_DATABASE_
 fresh database). In the same run:
 * `appends_per_s`: 32 writer threads, each building an event (address sealed, prefix hashed,
   canonical bytes) and waiting until it is durable, through the platform's group committer;
+* `handoff_ceiling_per_s`: the same 32 threads parking and being released by a thread doing
+  nothing else: what CPython's thread hand-off alone allows, with no event and no commit;
 * `naive_appends_per_s`: the same 32 writers, each event sequenced and committed in its own
   transaction (the same append code with a batch of one) — on a share of the events;
 * `verify_events_per_s`: `rempart audit verify` over every event;
@@ -122,6 +124,44 @@ def naive_appends(platform: Platform, population: Population, count: int) -> flo
     return run_writers(count, one)
 
 
+def handoff_ceiling(count: int) -> float:
+    """The interpreter's own ceiling for this shape of work: the same 32 writer threads, each
+    parking until a committer thread (which does no I/O and builds nothing) releases its batch.
+    Every append pays at least this hand-off; the rest is building events and the commit."""
+    condition = threading.Condition()
+    queue: list[threading.Lock] = []
+    stopping = False
+
+    def committer() -> None:
+        nonlocal queue
+        while True:
+            with condition:
+                while not queue and not stopping:
+                    condition.wait(0.1)
+                if stopping and not queue:
+                    return
+                batch, queue = queue, []
+            for parked in batch:
+                parked.release()
+
+    def park(_: random.Random) -> None:
+        parked = threading.Lock()
+        parked.acquire()
+        with condition:
+            queue.append(parked)
+            condition.notify()
+        parked.acquire()
+
+    thread = threading.Thread(target=committer)
+    thread.start()
+    seconds = run_writers(count, park)
+    with condition:
+        stopping = True
+        condition.notify()
+    thread.join()
+    return count / seconds
+
+
 def window_query(platform: Platform, population: Population) -> float:
     account = population.accounts[7][0]
     window = queries.Window(population.now - dt.timedelta(days=7), population.now + dt.timedelta(seconds=1),
@@ -162,6 +202,9 @@ def main() -> None:
     print(f"group commit: {events} events in {seconds:.1f} s, {events / max(batches, 1):.1f} events per commit",
           file=sys.stderr)  # fmt: skip
 
+    ceiling_per_s = handoff_ceiling(min(events, 200_000))
+    print(f"hand-off ceiling (32 threads, no I/O, no work): {ceiling_per_s:.0f}/s", file=sys.stderr)
+
     naive_s = naive_appends(platform, population, naive_events)
     naive_per_s = naive_events / naive_s
     print(f"naive: {naive_events} events in {naive_s:.1f} s", file=sys.stderr)
@@ -171,7 +214,7 @@ def main() -> None:
     with platform.session() as session:
         key = audit.verifier_key(session, platform.keystore, platform.settings.audit_log_origin)
     with psycopg.connect(libpq_url(platform.url)) as conn:
-        report = verify(conn, key)
+        report = verify(conn, key, connect=lambda: psycopg.connect(libpq_url(platform.url)))
     if not report.ok:
         print(f"verify found problems: {report.findings[:3]}", file=sys.stderr)
         sys.exit(1)
@@ -190,6 +233,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "audit", "events": report.events, "appends_per_s": round(appends_per_s),
         "naive_appends_per_s": round(naive_per_s), "ratio": round(appends_per_s / naive_per_s, 1),
+        "handoff_ceiling_per_s": round(ceiling_per_s),
         "verify_events_per_s": round(report.events / report.seconds), "window_query_s": round(window_full, 4),
         "window_query_s_at_tenth": round(window_small, 4), **grown,
     }))  # fmt: skip

@@ -53,8 +53,11 @@ def raw(platform: Platform) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-def check(platform: Platform, raw: psycopg.Connection) -> verify:  # type: ignore[valid-type]
-    return verify(raw, key(platform))
+def check(platform: Platform, raw: psycopg.Connection, *, parallel: bool = True) -> verify:  # type: ignore[valid-type]
+    """`verify` as the CLI runs it: the columns' copies checked on a second connection
+    (`parallel`), or on the same one afterwards."""
+    connect = (lambda: psycopg.connect(libpq_url(platform.url))) if parallel else None
+    return verify(raw, key(platform), connect=connect)
 
 
 def test_v16_appends_sign_and_prove(platform: Platform, raw: psycopg.Connection) -> None:
@@ -145,6 +148,16 @@ def test_v16_verify_detects_and_locates_tampering(
     assert not report.ok
     assert report.first is not None and report.first.seq == seq, report.findings
     assert kind in {f.kind for f in report.findings if f.seq == seq}, report.findings
+
+
+def test_v16_a_column_changed_is_found_with_or_without_a_second_connection(
+    platform: Platform, raw: psycopg.Connection
+) -> None:
+    read_events(platform, 12)
+    tamper(raw, "UPDATE audit.events SET network = 'ff' WHERE seq IN (4, 9)")
+    for parallel in (True, False):
+        report = check(platform, raw, parallel=parallel)
+        assert [(f.kind, f.seq) for f in report.findings] == [("modified", 4), ("modified", 9)]
 
 
 def test_v16_forged_hints_still_point_at_the_changed_range(platform: Platform, raw: psycopg.Connection) -> None:

@@ -93,7 +93,7 @@ def _text(value: uuid.UUID | None) -> str | None:
 
 def timestamp(at: dt.datetime) -> str:
     """UTC, microseconds, 'Z': one spelling per instant."""
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def as_document(event: AuditEvent) -> dict[str, Any]:
@@ -124,9 +124,56 @@ def as_document(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def encode(event: AuditEvent) -> bytes:
-    """The canonical bytes of version 1."""
+def encode_reference(event: AuditEvent) -> bytes:
+    """The canonical bytes of version 1, by the definition: `as_document` written by `json`
+    with sorted keys, no whitespace, UTF-8. `encode` writes the same bytes faster."""
     return json.dumps(as_document(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_string = json.encoder.encode_basestring  # quotes and escapes exactly as json.dumps(ensure_ascii=False)
+
+
+def _text_or_null(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _uuid_or_null(value: uuid.UUID | None) -> str:
+    return "null" if value is None else f'"{value}"'
+
+
+def encode(event: AuditEvent) -> bytes:
+    """The canonical bytes of version 1 (identical to `encode_reference`, which a test checks):
+    the keys of `as_document` are fixed, so they are written in their sorted order directly
+    rather than through a dictionary and a sort — this runs once per audited access."""
+    actor = event.actor
+    network = event.network
+    fields = ",".join(_string(name) for name in sorted(event.fields))
+    detail = ",".join(f"{_string(key)}:{_string(value)}" for key, value in dict(sorted(event.detail)).items())
+    count = "null" if event.count is None else int.__repr__(event.count)
+    return (
+        f'{{"account":{_uuid_or_null(actor.account_id)}'
+        f',"acting_professional":{_uuid_or_null(actor.acting_professional_id)}'
+        f',"action":{_string(event.action)}'
+        f',"api_client":{_uuid_or_null(actor.api_client_id)}'
+        f',"at":"{timestamp(event.at)}"'
+        f',"count":{count}'
+        f',"decision":{_string(event.decision)}'
+        f',"detail":{{{detail}}}'
+        f',"establishment":{_uuid_or_null(actor.establishment_id)}'
+        f',"fields":[{fields}]'
+        f',"id":"{event.event_id}"'
+        f',"insurer":{_uuid_or_null(actor.insurer_id)}'
+        f',"ip":{_text_or_null(network.ip_sealed)}'
+        f',"network":{_text_or_null(network.prefix_hash)}'
+        f',"passkey":{_uuid_or_null(actor.passkey_id)}'
+        f',"purpose":{_string(event.purpose)}'
+        f',"reason":{_text_or_null(event.reason)}'
+        f',"request":{_text_or_null(event.request_id)}'
+        f',"role":{_text_or_null(actor.role)}'
+        f',"subject":{_uuid_or_null(event.subject_id)}'
+        f',"subject_kind":{_text_or_null(event.subject_kind)}'
+        f',"v":{VERSION}}}'
+    ).encode()
 
 
 def decode(body: bytes) -> dict[str, Any]:

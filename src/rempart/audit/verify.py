@@ -19,12 +19,15 @@ Findings, in the order of the log:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from rempart.audit import verifier
 from rempart.audit.log import NODE_LEVEL, leaf_hash
@@ -44,7 +47,8 @@ def _copy_matches(key: str, column: str, cast: str = "::text") -> str:
 
 
 # The database's copies of values held in the bytes (time, account, client, network, subject)
-# are compared inside PostgreSQL, alongside the Python hashing (two cores, two workers).
+# are compared inside PostgreSQL, on a second connection in the same snapshot when the caller
+# can open one, while this process hashes: two cores, two workers.
 COPIES_MATCH = " AND ".join(
     [
         f"""position(convert_to('"at":"' || {AT_FORMAT} || '"', 'UTF8') IN body) > 0""",
@@ -86,11 +90,12 @@ def verify(
     verifier_key: str,
     *,
     held: Sequence[str] = (),
-    progress: Callable[[int], None] | None = None,
+    connect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> Report:
     """Check the stored log against every checkpoint it keeps and the `held` ones (signed notes
     kept outside the database, by an insurer: the only ones an owner of the database cannot
-    have removed along with the events they signed)."""
+    have removed along with the events they signed). With `connect`, the columns' copies are
+    checked on a second connection, in parallel."""
     started = time.perf_counter()
     report = Report()
     # One snapshot for everything read: appends going on meanwhile do not show half-way.
@@ -98,7 +103,7 @@ def verify(
     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     try:
         with conn.transaction():
-            _walk(conn, verifier_key, report, progress, held)
+            _walk(conn, verifier_key, report, held, connect)
     finally:
         conn.isolation_level, conn.read_only = saved
     report.findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
@@ -110,15 +115,15 @@ def _walk(
     conn: psycopg.Connection[Any],
     verifier_key: str,
     report: Report,
-    progress: Callable[[int], None] | None,
     held: Sequence[str],
+    connect: Callable[[], psycopg.Connection[Any]] | None,
 ) -> None:
     trusted = _trusted_checkpoints(conn, verifier_key, report, held)
+    copies = _CopiesCheck(conn, connect)
     report.checkpoints = len(trusted)
     pending = list(trusted)  # (size, root), ascending
     if pending and pending[0][0] == 0 and pending.pop(0)[1] != verifier.EMPTY_ROOT:
         report.findings.append(Finding("checkpoint", None, "the checkpoint of the empty log has a wrong root"))
-    frontier = Frontier()
     stored_nodes = {
         (int(level), int(index)): bytes(node)
         for level, index, node in conn.execute("SELECT level, index, hash FROM audit.nodes")
@@ -129,47 +134,57 @@ def _walk(
     mismatched: dict[int, tuple[bytes, int, bytes]] = {}  # seq -> (body, logged, stored leaf)
     first_checkpoint_miss: tuple[int, bytes] | None = None
     last_checkpoint_kept = 0  # the largest signed size the events still reproduce, before any miss
-    query = (
-        "COPY (SELECT seq, (extract(epoch FROM logged_at) * 1000000)::int8, body, leaf, "
-        f"{COPIES_MATCH} FROM audit.events ORDER BY seq) TO STDOUT (FORMAT BINARY)"
-    )
-    with conn.cursor().copy(query) as copy:
-        copy.set_types(["int8", "int8", "bytea", "bytea", "bool"])
-        for seq, logged, body, leaf, copies_match in copy.rows():
-            if seq < expected:
-                report.findings.append(Finding("inserted", seq, f"event #{seq} appears twice: one was inserted"))
-                continue
-            if seq > expected:
-                report.findings.append(
-                    Finding("deleted", expected, f"events #{expected}..#{seq - 1} are missing: deleted", until=seq)
-                )
-                while frontier.size < seq:  # keep positions aligned so later checks still mean something
-                    frontier.append(b"\x00" * 32)
-                expected = seq
-            digest = leaf_hash(seq, logged, body)
-            if digest != leaf:
-                mismatched[seq] = (bytes(body), logged, bytes(leaf))
-            elif not copies_match:
-                report.findings.append(
-                    Finding("modified", seq, f"event #{seq}: a column no longer matches its bytes (time or an index)")
-                )
-            elif logged < last_logged:  # each batch's time is the later of now and the head's
-                report.findings.append(Finding("order", seq, f"event #{seq} was sequenced before the one ahead of it"))
-            last_logged = max(last_logged, logged)
-            for level, index, node in frontier.append(digest):
-                stored = stored_nodes.pop((level, index), node) if level >= NODE_LEVEL else node
-                if stored != node and bad_node is None and not report.findings and not mismatched:
-                    bad_node = (level, index)  # only meaningful while the events themselves are intact
-            expected += 1
-            while pending and pending[0][0] <= frontier.size:  # sizes skipped in a gap cannot be checked
+    # The tree's frontier, kept inline (this loop runs once per event ever logged): `stack`
+    # holds the perfect subtrees' hashes, as `Frontier` does.
+    stack: list[bytes] = []
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
+    next_checkpoint = pending[0][0] if pending else -1
+    for row in _leaf_rows(conn):
+        leaf, preimage = row[6:38], row[42:]
+        seq, logged = from_bytes(preimage[1:9]), from_bytes(preimage[9:17])
+        if seq < expected:
+            report.findings.append(Finding("inserted", seq, f"event #{seq} appears twice: one was inserted"))
+            continue
+        if seq > expected:
+            report.findings.append(
+                Finding("deleted", expected, f"events #{expected}..#{seq - 1} are missing: deleted", until=seq)
+            )
+            gap = Frontier(expected, stack)  # keep positions aligned so later checks still mean something
+            while gap.size < seq:
+                gap.append(b"\x00" * 32)
+            stack, expected = list(gap.hashes), seq
+        digest = sha256(preimage).digest()
+        if digest != leaf:
+            mismatched[seq] = (preimage[LEAF_PREFIX:], logged, leaf)
+        elif logged < last_logged:  # each batch's time is the later of now and the head's
+            report.findings.append(Finding("order", seq, f"event #{seq} was sequenced before the one ahead of it"))
+        if logged > last_logged:
+            last_logged = logged
+        node, index, level = digest, seq, 0
+        while index & 1:  # the new leaf completes subtrees like a binary counter's carry
+            node = sha256(b"\x01" + stack.pop() + node).digest()
+            index >>= 1
+            level += 1
+            forged = level >= NODE_LEVEL and stored_nodes.pop((level, index), node) != node
+            if forged and bad_node is None and not report.findings and not mismatched:
+                bad_node = (level, index)  # only meaningful while the events themselves are intact
+        stack.append(node)
+        expected += 1
+        if 0 <= next_checkpoint <= expected:
+            while pending and pending[0][0] <= expected:  # sizes skipped in a gap cannot be checked
                 size, root = pending.pop(0)
-                if size == frontier.size and first_checkpoint_miss is None:
-                    if frontier.root() != root:
+                if size == expected and first_checkpoint_miss is None:
+                    if Frontier(expected, stack).root() != root:
                         first_checkpoint_miss = (size, root)
                     else:
                         last_checkpoint_kept = size
-            if progress is not None and expected % 100_000 == 0:
-                progress(expected)
+            next_checkpoint = pending[0][0] if pending else -1
+    frontier = Frontier(expected, stack)
+    for seq in copies.mismatches():
+        if seq not in mismatched:
+            report.findings.append(
+                Finding("modified", seq, f"event #{seq}: a column no longer matches its bytes (time or an index)")
+            )
     report.events = expected
     report.findings.extend(_explain_mismatches(mismatched))
     if pending:
@@ -215,6 +230,74 @@ def _walk(
 
 
 TREE_KINDS = frozenset({"deleted", "inserted", "swapped"})
+
+LEAF_PREFIX = 17  # 0x00, the position and the sequencing time: what precedes the body in a leaf
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER = len(_COPY_SIGNATURE) + 8  # flags and header extension length (both zero)
+_ROW_START = b"\x00\x02\x00\x00\x00\x20"  # two fields, the first 32 bytes long
+_LEAF_ROWS = (
+    "COPY (SELECT leaf, '\\x00'::bytea || int8send(seq)"
+    " || int8send((extract(epoch FROM logged_at) * 1000000)::int8) || body"
+    " FROM audit.events ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+)
+
+
+def _leaf_rows(conn: psycopg.Connection[Any]) -> Iterator[bytes]:
+    """Each event as one binary COPY row: an int16 field count (2), the int32 length (32) and
+    bytes of its stored leaf, then the length and bytes of the leaf's preimage (0x00, position,
+    sequencing time, body), which PostgreSQL concatenates so that this process only hashes it.
+    Rows are read as they come (one message each), not through typed loaders: this runs once
+    per event ever logged."""
+    with conn.cursor().copy(_LEAF_ROWS) as copy:
+        first = True
+        for message in copy:
+            row = bytes(message)
+            if first:
+                if not row.startswith(_COPY_SIGNATURE):
+                    raise ValueError("the database did not answer in binary COPY format")
+                row, first = row[_COPY_HEADER:], False
+            if len(row) <= 2:  # the trailer (or a header alone)
+                continue
+            if row[:6] != _ROW_START or len(row) < 42 + LEAF_PREFIX:
+                raise ValueError("an audit row has an unexpected shape (a column was made nullable?)")
+            yield row
+
+
+class _CopiesCheck:
+    """The events whose time, account, client, network or subject column no longer matches
+    their bytes: on a second connection sharing `conn`'s snapshot (in parallel with the walk),
+    or on `conn` itself, afterwards."""
+
+    QUERY = f"SELECT seq FROM audit.events WHERE NOT ({COPIES_MATCH}) ORDER BY seq"
+
+    def __init__(self, conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]] | None) -> None:
+        self._conn = conn
+        self._found: list[int] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if connect is not None:
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert snapshot is not None
+            self._thread = threading.Thread(target=self._run, args=(connect, snapshot[0]), daemon=True)
+            self._thread.start()
+
+    def _run(self, connect: Callable[[], psycopg.Connection[Any]], snapshot: str) -> None:
+        try:
+            with connect() as other:
+                other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                other.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
+                self._found = [int(seq) for (seq,) in other.execute(self.QUERY)]
+                other.rollback()
+        except BaseException as exc:
+            self._error = exc
+
+    def mismatches(self) -> list[int]:
+        if self._thread is None:
+            return [int(seq) for (seq,) in self._conn.execute(self.QUERY)]
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found
 
 
 def _trusted_checkpoints(

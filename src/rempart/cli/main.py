@@ -446,7 +446,8 @@ def audit_verify(
         import psycopg
 
         with psycopg.connect(libpq_url(p.url)) as conn:
-            report = verify(conn, trusted, held=[path.read_text() for path in checkpoint or []])
+            held = [path.read_text() for path in checkpoint or []]
+            report = verify(conn, trusted, held=held, connect=lambda: psycopg.connect(libpq_url(p.url)))
     for finding in report.findings:
         console.print(f"[red]{finding.kind}[/red] {finding.message}")
     first = report.first

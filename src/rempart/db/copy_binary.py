@@ -28,6 +28,23 @@ def uuid_(value: uuid.UUID) -> bytes:
     return _UUID_LEN + value.bytes
 
 
+def uuid_or_null(value: uuid.UUID | None) -> bytes:
+    return NULL if value is None else _UUID_LEN + value.bytes
+
+
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+_INT8 = struct.Struct(">iq")
+
+
+def timestamptz_us(micros_since_1970: int) -> bytes:
+    """A timestamptz given as exact microseconds since the Unix epoch."""
+    return _INT8.pack(8, micros_since_1970 - _POSTGRES_EPOCH_US)
+
+
+def int8(value: int) -> bytes:
+    return _INT8.pack(8, value)
+
+
 def int4(value: int | None) -> bytes:
     return NULL if value is None else _INT4.pack(4, value)
 
