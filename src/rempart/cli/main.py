@@ -38,12 +38,14 @@ import_app = typer.Typer(help="Insurer feeds: beneficiaries and guarantee schedu
 keys_app = typer.Typer(help="Keys: rotate, rewrap, retire, status.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log: verify, checkpoints, proofs, who accessed what.", no_args_is_help=True)
 prove_app = typer.Typer(help="Proofs an auditor checks with rempart/audit/verifier.py.", no_args_is_help=True)
+coverage_app = typer.Typer(help="Coverage rules: run test vectors.", no_args_is_help=True)
 audit_app.add_typer(prove_app, name="prove")
 app.add_typer(db_app, name="db")
 app.add_typer(insurer_app, name="insurer")
 app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(coverage_app, name="coverage")
 
 console = Console(stderr=True)
 out = Console()
@@ -721,6 +723,32 @@ def serve(
     finally:
         p.close()
         console.print("stopped")
+
+
+@coverage_app.command("check")
+def coverage_check(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Coverage vectors, format 1.")],
+) -> None:
+    """Run every case of a vectors file: one line per case, then a JSON summary. Exit status 1
+    unless every case passes."""
+    from rempart.coverage.vectors import CaseError, run_file
+
+    try:
+        results = run_file(json.loads(file.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        console.print(f"{file.name}: not JSON ({exc})")
+        raise typer.Exit(2) from None
+    except CaseError as exc:
+        console.print(f"{file.name}: {exc}")
+        raise typer.Exit(2) from None
+    for result in results:
+        verdict = "pass" if result.passed else "FAIL"
+        out.print(f"{verdict} {result.id}" + "".join(f"\n    {problem}" for problem in result.problems),
+                  soft_wrap=True, markup=False, highlight=False)  # fmt: skip
+    passed = sum(result.passed for result in results)
+    out.print(json.dumps({"cases": len(results), "passed": passed}), soft_wrap=True)
+    if passed != len(results):
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

@@ -57,7 +57,7 @@ class _Strict(BaseModel):
 class Rule(_Strict):
     domain: str
     kind: Literal["br_percent_incl", "br_percent_extra", "flat", "real_cost"]
-    percent: int | None = Field(default=None, ge=0, le=2000)
+    percent: int | Decimal | None = Field(default=None, ge=0, le=2000)  # "112.5" is read too
     amount: Money | None = None
     per: Literal["act", "calendar_year", "2y"] | None = None
     acts: tuple[str, ...] | None = None
