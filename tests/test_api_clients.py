@@ -5,16 +5,11 @@ authentication with asymmetric keys (private_key_jwt), short token lifetimes, re
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from rempart.api.app import create_app
@@ -26,6 +21,7 @@ from rempart.registry import service as registry
 from rempart.registry.identifiers import make_finess, make_rpps
 from rempart.settings import Settings
 
+from apikit import assertion, proof
 from portal_server import free_port, serve
 
 pytestmark = pytest.mark.integration
@@ -63,20 +59,6 @@ def register(platform: Platform, client_key: OKPKey) -> uuid.UUID:
         )  # fmt: skip
         session.commit()
         return client_id
-
-
-def assertion(client_key: OKPKey, client_id: uuid.UUID, audience: str) -> str:
-    now = int(time.time())
-    claims = {"iss": str(client_id), "sub": str(client_id), "aud": audience, "iat": now, "exp": now + 60,
-              "jti": uuid.uuid4().hex}  # fmt: skip
-    return jwt.encode({"alg": "Ed25519"}, claims, client_key, algorithms=["Ed25519"])
-
-
-def proof(key: ECKey, method: str, url: str, token: str | None = None) -> str:
-    claims: dict[str, Any] = {"htm": method, "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
-    if token:
-        claims["ath"] = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
-    return jwt.encode({"alg": "ES256", "typ": "dpop+jwt", "jwk": key.as_dict(private=False)}, claims, key)
 
 
 def get_token(

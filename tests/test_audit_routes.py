@@ -8,6 +8,7 @@ closed when the log cannot record."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from rempart.platform import Platform
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary
 
+from apikit import PracticeSoftware
 from feedkit import AMC_A, families, write_feed
 from portal_server import passkey_session
 from registry_helpers import run_import, two_insurers
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.integration
 PERSONAL = {
     ("POST", "/audit/subject"),  # the accesses to one person's data (Article 15)
     ("GET", "/api/v1/audit/proofs/inclusion"),  # an audit event, which names its subject by id
+    ("POST", "/api/v1/care/eligibility"),  # a beneficiary's coverage and guarantee
 }
 # Everything else, with the reason it discloses nobody's data.
 NOT_PERSONAL = {
@@ -128,6 +131,10 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
         "rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, person.id)], fields=("coverage",)
     )
     platform.checkpoint()
+    software = PracticeSoftware(platform, str(client.base_url))
+    card = {"amc_number": AMC_A, "member_number": person.member_number, "birth_rank": person.birth_rank,
+            "birth_date": person.birth_date.isoformat(), "care_date": dt.date.today().isoformat(),
+            "domains": ["pharmacy"]}  # fmt: skip
 
     calls = {
         ("POST", "/audit/subject"): lambda: client.post(
@@ -138,6 +145,7 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
             "/api/v1/audit/proofs/inclusion", headers=operator, params={"seq": _seq_about(platform, person.id),
                                                                       "size": _size(platform)},
         ),
+        ("POST", "/api/v1/care/eligibility"): lambda: software.post("/api/v1/care/eligibility", card),
     }  # fmt: skip
     assert set(calls) == PERSONAL
     for route, call in calls.items():

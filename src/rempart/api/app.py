@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from rempart import __version__, portal
 from rempart.api import oauth
 from rempart.audit import routes as audit_routes
 from rempart.audit.log import AuditUnavailable
+from rempart.care import routes as care_routes
 from rempart.guard.ratelimit import RateLimited
 from rempart.identity.permissions import Forbidden, StepUpRequired
 from rempart.platform import Platform
@@ -26,6 +28,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+MAX_BODY_BYTES = 256 * 1024  # the largest request a door takes (feeds are files, not requests)
 
 HOME = """<!doctype html>
 <html lang="fr"><head><meta charset="utf-8"><title>Rempart</title></head>
@@ -71,8 +75,16 @@ def create_app(platform: Platform) -> FastAPI:
         # (The OAuth and API doors take no cookies: their callers prove a key on every request.)
         request.state.request_id = audit_routes.new_request_id()
         cookie_door = not request.url.path.startswith(("/oauth/", "/api/"))
-        if cookie_door and request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin:
-            response: Response = JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+        declared = request.headers.get("content-length", "0")
+        chunked = "transfer-encoding" in request.headers and "content-length" not in request.headers
+        if chunked or not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            response: Response = JSONResponse(
+                {"detail": f"request body too large (at most {MAX_BODY_BYTES} bytes)"}, status_code=413
+            )
+        elif (
+            cookie_door and request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get("origin") != origin
+        ):
+            response = JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
         else:
             response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
@@ -84,6 +96,15 @@ def create_app(platform: Platform) -> FastAPI:
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Which field and why, never the value given (it may be a NIR or a birth date).
+        problems = [
+            {"field": ".".join(str(part) for part in error.get("loc", ()) if part != "body"), "reason": error["msg"]}
+            for error in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid_request", "problems": problems}, status_code=422)
 
     @app.exception_handler(RateLimited)
     async def too_many(request: Request, exc: RateLimited) -> Response:
@@ -108,6 +129,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(build_router(platform))
     app.include_router(oauth.build_router(platform))
     app.include_router(audit_routes.build_router(platform))
+    app.include_router(care_routes.build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -11,14 +11,16 @@ from rempart.identity import apiclients
 from rempart.platform import Platform
 
 
+def refused(error: apiclients.InvalidClient) -> JSONResponse:
+    """An OAuth or API call refused: 401 with a DPoP challenge for token problems, else 400."""
+    status = 401 if error.error in ("invalid_token", "invalid_dpop_proof") else 400
+    headers = {"WWW-Authenticate": f'DPoP error="{error.error}"'} if status == 401 else {}
+    return JSONResponse({"error": error.error}, status_code=status, headers=headers)
+
+
 def build_router(platform: Platform) -> APIRouter:
     router = APIRouter()
     origin = platform.settings.portal_origin
-
-    def refused(error: apiclients.InvalidClient) -> JSONResponse:
-        status = 401 if error.error in ("invalid_token", "invalid_dpop_proof") else 400
-        headers = {"WWW-Authenticate": f'DPoP error="{error.error}"'} if status == 401 else {}
-        return JSONResponse({"error": error.error}, status_code=status, headers=headers)
 
     @router.post("/oauth/token", tags=["oauth"])
     def token(

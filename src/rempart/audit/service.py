@@ -136,6 +136,13 @@ class Recorder:
             for subject in subjects
         )
 
+    def found_nobody(self, action: str, *, purpose: str, detail: dict[str, str] | None = None) -> None:
+        """A lookup that designated nobody: no subject, but an event all the same, durable
+        before the answer leaves (the same path as a found one: timing tells nothing, and the
+        log shows every attempt an enumeration makes)."""
+        event = self.auditor.event(self.context, action, purpose=purpose, reason="not_found", detail=detail)
+        self.auditor.disclosed([event])
+
     def refused(
         self,
         action: str,

@@ -107,7 +107,7 @@ def share(
                 amc = _rule_amount(schedule.rules[index], line, amo, room, granted)
                 for ceiling in schedule.ceilings:
                     if _ceiling_applies(ceiling, line):
-                        used = _used(granted, ceiling.domain, ceiling.acts, ceiling.per, line.date)
+                        used = used_in_period(granted, ceiling.domain, ceiling.acts, ceiling.per, line.date)
                         amc = min(amc, max(ZERO, ceiling.amount - used))
         granted.append(Consumed(line.domain, line.act, line.date, amc))
         patient = line.price - (amo - line.amo_deductible) - amc
@@ -138,7 +138,7 @@ def _rule_amount(rule: Rule, line: Line, amo: Decimal, room: Decimal, granted: S
         assert rule.amount is not None
         amc = rule.amount
         if rule.per not in (None, "act"):
-            amc = max(ZERO, amc - _used(granted, rule.domain, rule.acts, rule.per, line.date))
+            amc = max(ZERO, amc - used_in_period(granted, rule.domain, rule.acts, rule.per, line.date))
     else:  # real_cost
         amc = room
     if rule.plus_flat is not None:
@@ -150,14 +150,19 @@ def _ceiling_applies(ceiling: Ceiling, line: Line) -> bool:
     return ceiling.domain == line.domain and (ceiling.acts is None or line.act in ceiling.acts)
 
 
-def _used(
+def period_around(per: str | None, day: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last days of the period `per` draws around `day`."""
+    if per == "calendar_year":
+        return dt.date(day.year, 1, 1), dt.date(day.year, 12, 31)
+    # "2y": after the same day two years before, up to `day` included
+    return _years_before(day, 2) + dt.timedelta(days=1), day
+
+
+def used_in_period(
     granted: Iterable[Consumed], domain: str, acts: Sequence[str] | None, per: str | None, day: dt.date
 ) -> Decimal:
     """AMC already granted in the period that `per` draws around `day`, for a domain (and acts)."""
-    if per == "calendar_year":
-        start, end = dt.date(day.year, 1, 1), dt.date(day.year, 12, 31)
-    else:  # "2y": after the same day two years before, up to `day` included
-        start, end = _years_before(day, 2) + dt.timedelta(days=1), day
+    start, end = period_around(per, day)
     return sum(
         (
             item.amount

@@ -24,6 +24,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def all_models() -> None:
     """Import every context's models so Base.metadata knows all tables."""
+    import rempart.care.models
     import rempart.crypto.models
     import rempart.guard.models
     import rempart.identity.models

@@ -48,10 +48,7 @@ def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None
     With `commit=False` the count joins the caller's transaction (an action refused later in
     it is not counted)."""
     now = now or dt.datetime.now(dt.UTC)
-    seconds = int(limit.window.total_seconds())
-    start = dt.datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, dt.UTC)
-    digest = hashlib.sha256(f"{limit.name}|{start.isoformat()}|{subject}".encode()).hexdigest()[:40]
-    key = f"{limit.name}:{digest}"
+    key, start = _window(limit, subject, now)
     count = session.execute(
         text(
             "INSERT INTO rate_counters (key, window_start, hits) VALUES (:key, :start, 1)"
@@ -64,6 +61,39 @@ def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None
         session.commit()
     if count > limit.hits:
         raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
+
+
+def _window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datetime]:
+    """The counter's key (subject hashed with the window) and the window's start."""
+    seconds = int(limit.window.total_seconds())
+    start = dt.datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, dt.UTC)
+    digest = hashlib.sha256(f"{limit.name}|{start.isoformat()}|{subject}".encode()).hexdigest()[:40]
+    return f"{limit.name}:{digest}", start
+
+
+def refuse_when_spent(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
+    """Raise RateLimited if `subject` has used up `limit` in this window, without counting."""
+    now = now or dt.datetime.now(dt.UTC)
+    key, start = _window(limit, subject, now)
+    hits = session.execute(
+        text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"), {"key": key, "start": start}
+    ).scalar_one_or_none()
+    if hits is not None and hits >= limit.hits:
+        raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
+
+
+def count(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
+    """Count one event of `subject` in the caller's transaction, never refusing (the refusal
+    comes from `refuse_when_spent` at the next attempt)."""
+    now = now or dt.datetime.now(dt.UTC)
+    key, start = _window(limit, subject, now)
+    session.execute(
+        text(
+            "INSERT INTO rate_counters (key, window_start, hits) VALUES (:key, :start, 1)"
+            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1"
+        ),
+        {"key": key, "start": start},
+    )
 
 
 def hit_account(

@@ -253,6 +253,7 @@ class ApiCaller:
     establishment_id: uuid.UUID
     scopes: tuple[str, ...]
     acting_professional: str  # the RPPS of the establishment's professional the call acts for
+    professional_id: uuid.UUID  # and that professional's internal id
 
 
 def authenticate_call(
@@ -286,4 +287,4 @@ def authenticate_call(
     # Committed at once, with the proof's spent jti: a refused call still spends both.
     ratelimit.hit(session, ratelimit.API_CLIENT, f"client:{client.id}")
     ratelimit.hit(session, ratelimit.API_PROFESSIONAL, f"professional:{professional.id}")
-    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier)
+    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier, professional.id)

@@ -8,6 +8,7 @@ partial match.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -441,6 +442,85 @@ def find_by_member_nir(
             if (view.member_nir, view.birth_date, view.birth_rank) == (member_nir, birth_date, birth_rank):
                 found.append(view)
     return found
+
+
+@dataclass(frozen=True)
+class Identified:
+    """Who a rights check found: internal ids only, nothing to show."""
+
+    beneficiary_id: uuid.UUID
+    insurer_id: uuid.UUID
+
+
+# One decoy ciphertext per data key, decrypted when a lookup finds no candidate, so that a miss
+# costs what a hit costs (a rights check must not tell, by its timing, that nobody matched).
+_DECOYS: dict[bytes, bytes] = {}
+
+
+def _decoy(key: fields.DataKey) -> bytes:
+    # Keyed by a digest of the key itself: key ids repeat across databases (tests, restores).
+    which = hashlib.sha256(b"rempart/decoy|" + key.key).digest()
+    decoy = _DECOYS.get(which)
+    if decoy is None:
+        decoy = _DECOYS[which] = fields.encrypt(key, BENEFICIARIES, "birth_date", "decoy", "1900-01-01")
+    return decoy
+
+
+def identify(
+    session: Session,
+    keystore: Keystore,
+    *,
+    insurer: Insurer,
+    birth_date: dt.date,
+    member_number: str | None = None,
+    birth_rank: int | None = None,
+    nir: str | None = None,
+) -> Identified | None:
+    """The beneficiary a card (member number, birth date, rank of birth) or a NIR with its birth
+    date designates, or None. The same work whatever the outcome: every candidate of the blind
+    index's bucket is decrypted (two fields each), never stopping at the first match, and a
+    bucket with no candidate decrypts a decoy instead. Nothing is decrypted beyond what the
+    comparison needs."""
+    index = keystore.index_keys(session, kek_name_for_insurer(insurer.amc_number), insurer.index_bits)
+    if nir is not None:
+        bidx = sealing.nir_index(index, nir, birth_date)
+        where = Beneficiary.nir_bidx == bidx
+    elif member_number is not None and birth_rank is not None:
+        bidx = sealing.card_index(index, insurer.amc_number, member_number, birth_date, birth_rank)
+        where = Beneficiary.card_bidx == bidx
+    else:
+        raise ValueError("a card (member number and rank of birth) or a NIR is needed")
+    candidates = session.execute(
+        select(
+            Beneficiary.id, Beneficiary.dek_id, Beneficiary.birth_date_ct, Beneficiary.birth_rank, Beneficiary.nir_ct,
+            Member.id, Member.dek_id, Member.member_number_ct,
+        )
+        .join(Member, Member.id == Beneficiary.member_id)
+        .where(Beneficiary.insurer_id == insurer.id, where)
+    ).all()  # fmt: skip
+    found = None
+    for row_id, dek_id, birth_ct, rank, nir_ct, member_id, member_dek, number_ct in candidates:
+        key = keystore.field_key(session, dek_id)
+        born = fields.decrypt(key, BENEFICIARIES, "birth_date", str(row_id), birth_ct)
+        if nir is not None:
+            second = sealing.open_field(key, BENEFICIARIES, "nir", row_id, nir_ct)
+            same = second == nir and born == birth_date.isoformat()
+        else:
+            member_key = keystore.field_key(session, member_dek)
+            second = fields.decrypt(member_key, MEMBERS, "member_number", str(member_id), number_ct)
+            same = (second, born, rank) == (member_number, birth_date.isoformat(), birth_rank)
+        if same and found is None:
+            found = Identified(row_id, insurer.id)
+    if not candidates:
+        key = keystore.active_field_key(session, kek_name_for_insurer(insurer.amc_number))
+        for _ in range(2):
+            fields.decrypt(key, BENEFICIARIES, "birth_date", "decoy", _decoy(key))
+    return found
+
+
+def active_insurer(session: Session, amc_number: str) -> Insurer | None:
+    found = _active_insurers(session, amc_number)
+    return found[0] if found else None
 
 
 def coverage_periods(session: Session, *, beneficiary_id: uuid.UUID) -> list[tuple[str, dt.date, dt.date | None]]:

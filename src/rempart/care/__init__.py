@@ -1,0 +1,1 @@
+"""Care: what professionals do every day: rights checks, prior agreements, invoices."""

@@ -1,0 +1,257 @@
+"""Rights check (eligibility): is this patient covered on this date for this care, and how?
+
+The one use case behind the REST, FHIR and portal doors. What it accepts is only what a
+tiers-payant card and the patient give: the AMC number, then either the member number with
+the birth date and rank of birth, or the beneficiary's own NIR with the birth date. No search,
+no partial match, no list.
+
+No oracle: a person unknown, identifiers that do not belong together and a wrong birth date
+all give the same answer ("not_found") with the same status, after the same work (the lookup
+decrypts as much on a miss as on a hit, and both wait for a durable audit event). Only a
+correctly identified beneficiary can be told "not covered on this date".
+
+Order of work: validate, then the guard decides (before any lookup), then identify, then
+coverage, then the audit event is made durable, and only then the answer leaves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rempart.audit import events as ev
+from rempart.audit.service import Recorder
+from rempart.care.caller import CareCaller
+from rempart.care.models import Consumption, Engagement, RightsCheck
+from rempart.coverage.compute import Consumed
+from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule, parse_schedule
+from rempart.coverage.summary import AGREEMENT_DOMAINS, Level, Remaining, summarize
+from rempart.crypto.keystore import Keystore
+from rempart.guard import decide
+from rempart.registry import identifiers
+from rempart.registry import service as registry
+from rempart.registry.models import Contract, CoveragePeriod, Insurer, ScheduleVersion
+
+CARE_DATE_AHEAD = dt.timedelta(days=31)  # a check ahead of planned care (glasses, a stay)
+CARE_DATE_BACK = dt.timedelta(days=730)  # invoices may follow care by up to two years
+ENGAGEMENT_DAYS = 90  # an engagement may be quoted by an invoice up to 90 days after the care
+MAX_DOMAINS = 10
+FIELDS_DISCLOSED = ("coverage", "guarantee", "validity", "engagement")
+
+NOT_FOUND = "not_found"
+COVERED = "covered"
+NOT_COVERED = "not_covered"
+NO_COVERAGE_ON_DATE = "no_coverage_on_date"
+NO_GUARANTEE = "no_guarantee"
+_ENGAGEMENT_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32: no I, L, O, U
+
+
+class CareInputError(ValueError):
+    """A request the service refuses before doing anything: `field` and why (no value echoed)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RightsRequest:
+    amc_number: str
+    birth_date: dt.date
+    care_date: dt.date
+    domains: tuple[str, ...]
+    member_number: str | None = None
+    birth_rank: int | None = None
+    nir: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainAnswer:
+    domain: str
+    covered: bool
+    reason: str | None  # why not covered: no_coverage_on_date, no_guarantee
+    prior_agreement_required: bool
+    levels: tuple[Level, ...] = ()
+    ceilings: tuple[Remaining, ...] = ()
+
+
+@dataclass(frozen=True)
+class RightsAnswer:
+    reference: uuid.UUID  # the check's reference, on every outcome
+    outcome: str  # covered (in at least one domain asked), not_covered, not_found
+    care_date: dt.date
+    amc_number: str
+    guarantee: str | None = None  # the contract's code, when identified
+    valid_from: dt.date | None = None  # the coverage period that holds the care date
+    valid_to: dt.date | None = None
+    engagement: str | None = None
+    engagement_valid_until: dt.date | None = None
+    domains: tuple[DomainAnswer, ...] = ()
+
+
+def new_engagement_number() -> str:
+    """E then 16 characters of Crockford base 32 (80 random bits), grouped for reading aloud."""
+    body = "".join(secrets.choice(_ENGAGEMENT_ALPHABET) for _ in range(16))
+    return "E" + "-".join(body[i : i + 4] for i in range(0, 16, 4))
+
+
+def _validated(session: Session, request: RightsRequest, today: dt.date) -> tuple[RightsRequest, Insurer]:
+    try:
+        amc = identifiers.validate_amc_number(request.amc_number)
+    except identifiers.IdentifierError as exc:
+        raise CareInputError("amc_number", exc.message) from None
+    insurer = registry.active_insurer(session, amc)
+    if insurer is None:
+        raise CareInputError("amc_number", "no insurer with this AMC number uses Rempart")
+    if request.care_date > today + CARE_DATE_AHEAD:
+        raise CareInputError("care_date", f"at most {CARE_DATE_AHEAD.days} days ahead")
+    if request.care_date < today - CARE_DATE_BACK:
+        raise CareInputError("care_date", "more than two years ago")
+    if request.birth_date > today:
+        raise CareInputError("birth_date", "in the future")
+    if not request.domains or len(request.domains) > MAX_DOMAINS:
+        raise CareInputError("domains", f"between 1 and {MAX_DOMAINS} care domains")
+    if len(set(request.domains)) != len(request.domains):
+        raise CareInputError("domains", "a domain is named twice")
+    known = set(KNOWN_DOMAINS) | _insurer_domains(session, insurer)
+    for domain in request.domains:
+        if not DOMAIN_PATTERN.fullmatch(domain) or domain not in known:
+            raise CareInputError("domains", f"unknown care domain (known: {', '.join(sorted(known))})")
+    by_card = request.member_number is not None or request.birth_rank is not None
+    if by_card == (request.nir is not None):
+        raise CareInputError("identification", "give either the member number with the rank of birth, or a NIR")
+    if request.nir is not None:
+        try:
+            nir = identifiers.normalize_nir(request.nir)
+            identifiers.parse_nir(nir)
+        except identifiers.IdentifierError as exc:
+            raise CareInputError("nir", exc.message) from None
+        return RightsRequest(amc, request.birth_date, request.care_date, request.domains, nir=nir), insurer
+    member = (request.member_number or "").replace(" ", "").upper()
+    if not member or len(member) > 20 or not member.isalnum() or not member.isascii():
+        raise CareInputError("member_number", "1 to 20 letters or digits, as printed on the card")
+    if request.birth_rank is None or not 1 <= request.birth_rank <= 9:
+        raise CareInputError("birth_rank", "the rank of birth is a digit from 1 to 9 (1 unless twins)")
+    cleaned = RightsRequest(amc, request.birth_date, request.care_date, request.domains, member, request.birth_rank)
+    return cleaned, insurer
+
+
+def _insurer_domains(session: Session, insurer: Insurer) -> set[str]:
+    schedules = session.scalars(
+        select(ScheduleVersion.schedule).join(Contract, Contract.id == ScheduleVersion.contract_id)
+        .where(Contract.insurer_id == insurer.id)
+    )  # fmt: skip
+    return {rule["domain"] for schedule in schedules for rule in schedule.get("rules", [])}
+
+
+def check_rights(
+    session: Session,
+    keystore: Keystore,
+    *,
+    caller: CareCaller,
+    request: RightsRequest,
+    audit: Recorder,
+    today: dt.date | None = None,
+) -> RightsAnswer:
+    """Answer one rights check; commits its record (and engagement) once the audit holds it."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    request, insurer = _validated(session, request, today)
+    decide.admit(session, professional_id=caller.professional_id)  # the guard, before any lookup
+    found = registry.identify(
+        session, keystore, insurer=insurer, birth_date=request.birth_date, member_number=request.member_number,
+        birth_rank=request.birth_rank, nir=request.nir,
+    )  # fmt: skip
+    check = RightsCheck(
+        id=uuid.uuid4(), establishment_id=caller.establishment_id, professional_id=caller.professional_id,
+        api_client_id=caller.api_client_id, account_id=caller.account_id, insurer_id=insurer.id,
+        beneficiary_id=found.beneficiary_id if found else None, care_date=request.care_date,
+        domains=list(request.domains), outcome=NOT_FOUND,
+    )  # fmt: skip
+    session.add(check)
+    if found is None:
+        decide.found_nobody(session, professional_id=caller.professional_id)
+        session.flush()
+        audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(check.id)})
+        session.commit()
+        return RightsAnswer(check.id, NOT_FOUND, request.care_date, insurer.amc_number)
+    answer = _coverage(session, check, insurer, found.beneficiary_id, request)
+    check.outcome = answer.outcome
+    if answer.engagement is not None:
+        engagement = Engagement(
+            number=answer.engagement, check_id=check.id, insurer_id=insurer.id, beneficiary_id=found.beneficiary_id,
+            establishment_id=caller.establishment_id, care_date=request.care_date,
+            domains=[d.domain for d in answer.domains if d.covered], valid_until=answer.engagement_valid_until,
+        )  # fmt: skip
+        session.add(engagement)
+    session.flush()
+    audit.disclosed("rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, found.beneficiary_id)],
+                    fields=FIELDS_DISCLOSED, detail={"check": str(check.id), "outcome": answer.outcome})  # fmt: skip
+    session.commit()
+    return answer
+
+
+def _coverage(
+    session: Session, check: RightsCheck, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest
+) -> RightsAnswer:
+    day = request.care_date
+    period = session.execute(
+        select(CoveragePeriod, Contract).join(Contract, Contract.id == CoveragePeriod.contract_id)
+        .where(CoveragePeriod.beneficiary_id == beneficiary_id, CoveragePeriod.start_date <= day,
+               (CoveragePeriod.end_date.is_(None)) | (CoveragePeriod.end_date >= day))
+        .order_by(CoveragePeriod.start_date.desc()).limit(1)
+    ).first()  # fmt: skip
+    if period is None:
+        domains = tuple(_not_covered(domain, NO_COVERAGE_ON_DATE) for domain in request.domains)
+        return RightsAnswer(check.id, NOT_COVERED, day, insurer.amc_number, domains=domains)
+    coverage, contract = period
+    schedule = _schedule_on(session, contract.id, day)
+    consumption = _consumption(session, beneficiary_id)
+    domains = tuple(_domain_answer(schedule, domain, day, consumption) for domain in request.domains)
+    covered = any(domain.covered for domain in domains)
+    engagement = new_engagement_number() if covered else None
+    return RightsAnswer(
+        check.id, COVERED if covered else NOT_COVERED, day, insurer.amc_number, guarantee=contract.code,
+        valid_from=coverage.start_date, valid_to=coverage.end_date, engagement=engagement,
+        engagement_valid_until=day + dt.timedelta(days=ENGAGEMENT_DAYS) if covered else None, domains=domains,
+    )  # fmt: skip
+
+
+def _not_covered(domain: str, reason: str) -> DomainAnswer:
+    return DomainAnswer(domain, False, reason, domain in AGREEMENT_DOMAINS)
+
+
+def _domain_answer(
+    schedule: Schedule | None, domain: str, day: dt.date, consumption: Sequence[Consumed]
+) -> DomainAnswer:
+    if schedule is None:
+        return _not_covered(domain, NO_GUARANTEE)
+    summary = summarize(schedule, domain, day, consumption)
+    if not summary.covered:
+        return _not_covered(domain, NO_GUARANTEE)
+    return DomainAnswer(domain, True, None, summary.prior_agreement_required, summary.levels, summary.ceilings)
+
+
+def _schedule_on(session: Session, contract_id: uuid.UUID, day: dt.date) -> Schedule | None:
+    stored = session.scalars(
+        select(ScheduleVersion.schedule)
+        .where(ScheduleVersion.contract_id == contract_id, ScheduleVersion.valid_from <= day,
+               (ScheduleVersion.valid_to.is_(None)) | (ScheduleVersion.valid_to >= day))
+        .order_by(ScheduleVersion.valid_from.desc()).limit(1)
+    ).first()  # fmt: skip
+    return None if stored is None else parse_schedule(stored)
+
+
+def _consumption(session: Session, beneficiary_id: uuid.UUID) -> list[Consumed]:
+    rows = session.execute(
+        select(Consumption.domain, Consumption.act, Consumption.care_date, Consumption.amount).where(
+            Consumption.beneficiary_id == beneficiary_id, Consumption.state.in_(("reserved", "consumed"))
+        )
+    )
+    return [Consumed(domain, act, day, amount) for domain, act, day, amount in rows]

@@ -1,0 +1,128 @@
+"""The REST shapes of care requests and answers (JSON; amounts as strings of euros)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rempart.care import eligibility as rights
+from rempart.care.card import CardError, parse_card
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EligibilityIn(_In):
+    """What a tiers-payant card and the patient give, nothing more. Either `card_2d` (the
+    scanned payload) or `amc_number` with `member_number`; with them `birth_rank`. Or
+    `amc_number` with the beneficiary's own `nir`. Always `birth_date`."""
+
+    amc_number: str | None = Field(default=None, max_length=14, examples=["12345678"])
+    member_number: str | None = Field(default=None, max_length=30)
+    birth_rank: int | None = Field(default=None, ge=1, le=9)
+    nir: str | None = Field(default=None, max_length=21)
+    card_2d: str | None = Field(default=None, max_length=200, description="RMP1|amc|types|csr|member|from|to")
+    birth_date: dt.date
+    care_date: dt.date
+    domains: list[str] = Field(min_length=1, max_length=10, examples=[["pharmacy"]])
+
+    def to_request(self) -> rights.RightsRequest:
+        amc, member = self.amc_number, self.member_number
+        if self.card_2d is not None:
+            try:
+                card = parse_card(self.card_2d)
+            except CardError as exc:
+                raise rights.CareInputError(f"card_2d.{exc.part}", exc.reason) from None
+            if amc is not None and amc.strip() != card.amc_number:
+                raise rights.CareInputError("amc_number", "differs from the card's")
+            if member is not None:
+                raise rights.CareInputError("member_number", "the card's payload already gives it")
+            if not card.valid_on(self.care_date):
+                raise rights.CareInputError("card_2d", "the card is not valid on the care date")
+            amc, member = card.amc_number, card.member_number
+        if amc is None:
+            raise rights.CareInputError("amc_number", "required (or a scanned card_2d)")
+        return rights.RightsRequest(
+            amc_number=amc, birth_date=self.birth_date, care_date=self.care_date, domains=tuple(self.domains),
+            member_number=member, birth_rank=self.birth_rank, nir=self.nir,
+        )  # fmt: skip
+
+
+class LevelOut(BaseModel):
+    kind: str
+    percent: Decimal | None = None
+    amount: Decimal | None = None
+    per: str | None = None
+    acts: list[str] | None = None
+    amo_rates: list[int] | None = None
+    basket: str | None = None
+    plus_flat: Decimal | None = None
+    remaining: Decimal | None = None
+
+
+class CeilingOut(BaseModel):
+    amount: Decimal
+    per: str
+    acts: list[str] | None = None
+    period_start: dt.date
+    period_end: dt.date
+    used: Decimal
+    remaining: Decimal
+
+
+class DomainOut(BaseModel):
+    domain: str
+    covered: bool
+    reason: str | None = None
+    prior_agreement_required: bool
+    levels: list[LevelOut] = []
+    ceilings: list[CeilingOut] = []
+
+
+class EligibilityOut(BaseModel):
+    """`outcome` is covered, not_covered (only for a beneficiary correctly identified) or
+    not_found (the same answer whatever did not match)."""
+
+    reference: uuid.UUID
+    outcome: str
+    care_date: dt.date
+    amc_number: str
+    guarantee: str | None = None
+    valid_from: dt.date | None = None
+    valid_to: dt.date | None = None
+    engagement: str | None = None
+    engagement_valid_until: dt.date | None = None
+    domains: list[DomainOut] = []
+
+    @staticmethod
+    def of(answer: rights.RightsAnswer) -> EligibilityOut:
+        return EligibilityOut(
+            reference=answer.reference, outcome=answer.outcome, care_date=answer.care_date,
+            amc_number=answer.amc_number, guarantee=answer.guarantee, valid_from=answer.valid_from,
+            valid_to=answer.valid_to, engagement=answer.engagement,
+            engagement_valid_until=answer.engagement_valid_until,
+            domains=[
+                DomainOut(
+                    domain=d.domain, covered=d.covered, reason=d.reason,
+                    prior_agreement_required=d.prior_agreement_required,
+                    levels=[
+                        LevelOut(kind=lv.kind, percent=lv.percent, amount=lv.amount, per=lv.per,
+                                 acts=list(lv.acts) if lv.acts else None,
+                                 amo_rates=list(lv.amo_rates) if lv.amo_rates else None, basket=lv.basket,
+                                 plus_flat=lv.plus_flat, remaining=lv.remaining)
+                        for lv in d.levels
+                    ],
+                    ceilings=[
+                        CeilingOut(amount=c.amount, per=c.per, acts=list(c.acts) if c.acts else None,
+                                   period_start=c.period_start, period_end=c.period_end, used=c.used,
+                                   remaining=c.remaining)
+                        for c in d.ceilings
+                    ],
+                )
+                for d in answer.domains
+            ],
+        )  # fmt: skip
