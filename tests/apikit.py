@@ -77,3 +77,8 @@ class PracticeSoftware:
         sent = {"Authorization": f"DPoP {self.token}", "DPoP": proof(self.dpop_key, "POST", f"{self.origin}{path}",
                 self.token), "X-Acting-RPPS": self.rpps, **headers}  # fmt: skip
         return httpx.post(f"{self.base}{path}", json=body, headers=sent, timeout=30)
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        sent = {"Authorization": f"DPoP {self.token}", "DPoP": proof(self.dpop_key, "GET", f"{self.origin}{path}",
+                self.token), "X-Acting-RPPS": self.rpps}  # fmt: skip
+        return httpx.get(f"{self.base}{path}", params=params, headers=sent, timeout=30)

@@ -21,27 +21,18 @@ from rempart.platform import Platform
 from rempart.registry.models import Beneficiary
 
 from apikit import PracticeSoftware
-from feedkit import AMC_A, AMC_B, families, person_nir, write_feed
-from registry_helpers import run_import, two_insurers
+from carekit import MEMBER_BIRTH, TODAY, TWINS_BIRTH, card_body, pharmacy
+from feedkit import AMC_A, AMC_B, person_nir
+from registry_helpers import two_insurers
 
 pytestmark = pytest.mark.integration
 
 PATH = "/api/v1/care/eligibility"
-TODAY = dt.date.today()
-MEMBER_BIRTH, TWINS_BIRTH = dt.date(1980, 5, 17), dt.date(2018, 2, 9)  # feedkit.family
 
 
-@pytest.fixture
-def pharmacy(portal_client: tuple[Platform, httpx.Client], tmp_path: Path) -> tuple[Platform, PracticeSoftware]:
-    platform, client = portal_client
-    two_insurers(platform)
-    run_import(platform, write_feed(tmp_path / "a.csv", families(3)), amc=AMC_A)
-    return platform, PracticeSoftware(platform, str(client.base_url))
-
-
-def card_body(member: str = "M0000001", birth: dt.date = MEMBER_BIRTH, rank: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"amc_number": AMC_A, "member_number": member, "birth_date": birth.isoformat(), "birth_rank": rank,
-            "care_date": TODAY.isoformat(), "domains": ["pharmacy"], **extra}  # fmt: skip
+@pytest.fixture(name="pharmacy")
+def pharmacy_fixture(portal_client: tuple[Platform, httpx.Client], tmp_path: Path) -> tuple[Platform, PracticeSoftware]:
+    return pharmacy(portal_client, tmp_path)
 
 
 def beneficiary_ids(platform: Platform) -> set[str]:
@@ -51,7 +42,7 @@ def beneficiary_ids(platform: Platform) -> set[str]:
 
 def test_a_card_gets_coverage_guarantee_and_an_engagement(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
     platform, software = pharmacy
-    answer = software.post(PATH, card_body(domains=["pharmacy", "hospital", "optical"]))
+    answer = software.post(PATH, card_body(domains=["pharmacy", "hospital", "dental"]))
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["outcome"] == "covered" and body["guarantee"] == "ESSENTIEL"
@@ -63,7 +54,7 @@ def test_a_card_gets_coverage_guarantee_and_an_engagement(pharmacy: tuple[Platfo
          "basket": None, "plus_flat": None, "remaining": None}
     ]  # fmt: skip
     assert by_domain["hospital"]["covered"] and by_domain["hospital"]["prior_agreement_required"]
-    assert by_domain["optical"] == {"domain": "optical", "covered": False, "reason": "no_guarantee",
+    assert by_domain["dental"] == {"domain": "dental", "covered": False, "reason": "no_guarantee",
                                     "prior_agreement_required": True, "levels": [], "ceilings": []}  # fmt: skip
     # Minimal: no NIR, no name, no family member, no internal id of anyone.
     member_nir = person_nir(1, MEMBER_BIRTH, 1)

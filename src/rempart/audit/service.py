@@ -19,12 +19,13 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rempart.audit import events as ev
 from rempart.audit import network
 from rempart.audit.checkpoint import sign_checkpoint, verifier_key_for
-from rempart.audit.log import COLUMNS, NODE_LEVEL, AuditLog, Head, Record, leaf_hash
+from rempart.audit.log import COLUMNS, NODE_LEVEL, AuditLog, AuditUnavailable, Head, Record, leaf_hash
 from rempart.audit.merkle import Frontier, consistency_proof, inclusion_proof
 from rempart.audit.verifier import node_hash
 from rempart.crypto import fields
@@ -195,13 +196,16 @@ def stage(session: Session, events: Iterable[ev.AuditEvent]) -> None:
     """Events of a write, into `audit.pending` in the write's own transaction."""
     rows = [Record.of(event)._asdict() for event in events]
     if rows:
-        session.execute(
-            text(
-                f"INSERT INTO audit.pending ({COLUMNS})"
-                " VALUES (:at, :body, :account_id, :api_client_id, :network, :subject_id)"
-            ),
-            rows,
-        )
+        try:
+            session.execute(
+                text(
+                    f"INSERT INTO audit.pending ({COLUMNS})"
+                    " VALUES (:at, :body, :account_id, :api_client_id, :network, :subject_id)"
+                ),
+                rows,
+            )
+        except DBAPIError as exc:  # the write cannot be recorded, so it does not happen (503)
+            raise AuditUnavailable("the audit log could not record the write") from exc
 
 
 def stage_raw(conn: psycopg.Connection[Any], events: Iterable[ev.AuditEvent]) -> None:

@@ -4,17 +4,36 @@ person travel in request bodies, never in a URL."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
 from rempart.api.oauth import refused
+from rempart.audit.service import Recorder
+from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
 from rempart.care.caller import CareCaller
-from rempart.care.schemas import EligibilityIn, EligibilityOut
+from rempart.care.schemas import (
+    AgreementIn,
+    AgreementOut,
+    EligibilityIn,
+    EligibilityOut,
+    InvoiceIn,
+    InvoiceOut,
+    InvoiceSummaryOut,
+)
 from rempart.identity import apiclients
 from rempart.platform import Platform
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid DPoP-bound token"}, 403: {"description": "the token lacks the scope"},
+    422: {"description": "a field refused: which, and why"}, 429: {"description": "a quota is spent"},
+    503: {"description": "the audit log is unavailable: nothing was done or returned"},
+}  # fmt: skip
 
 
 def input_refused(error: rights.CareInputError) -> JSONResponse:
@@ -25,42 +44,145 @@ def build_router(platform: Platform) -> APIRouter:
     router = APIRouter()
     origin = platform.settings.portal_origin
 
-    @router.post(
-        "/api/v1/care/eligibility", tags=["care"], response_model=EligibilityOut,
-        responses={401: {"description": "no valid DPoP-bound token"}, 422: {"description": "a field refused"},
-                   429: {"description": "a quota is spent"}, 503: {"description": "the audit log is unavailable"}},
-    )  # fmt: skip
+    def call(
+        request: Request, authorization: str | None, dpop: str | None, rpps: str | None, scope: str,
+        use_case: Callable[[Session, CareCaller, Recorder], Response],
+    ) -> Response:  # fmt: skip
+        """Authenticate practice software (a DPoP-bound token, the professional it acts for,
+        the scope), then run one use case with the caller and its audit recorder."""
+        with platform.session() as session:
+            try:
+                api = apiclients.authenticate_call(
+                    session, platform.keystore, authorization=authorization, dpop_proof=dpop,
+                    method=request.method, url=f"{origin}{request.url.path}", acting_for=rpps,
+                )  # fmt: skip
+            except apiclients.InvalidClient as error:
+                session.commit()
+                return refused(error)
+            session.commit()
+            caller = CareCaller.of_api(api, scope)
+            context = caller.audit_context(ip=request.client.host if request.client else None,
+                                           request_id=getattr(request.state, "request_id", None))  # fmt: skip
+            try:
+                return use_case(session, caller, platform.audit.for_request(context))
+            except rights.CareInputError as error:
+                return input_refused(error)
+
+    @router.post("/api/v1/care/agreements", tags=["care"], response_model=AgreementOut, status_code=201,
+                 responses=ERRORS)  # fmt: skip
+    def request_agreement(
+        body: AgreementIn,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """Prior agreement on a quote (optics, dental, hearing, hospital): the AMC amount of each
+        line, an agreement number and its expiry; the amounts are reserved until used,
+        cancelled or expired."""
+
+        def agree(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            lines = [line.to_line() for line in body.lines]
+            answer = agreements.request_agreement(session, caller=caller, engagement=body.engagement, lines=lines,
+                                                  audit=audit)  # fmt: skip
+            return JSONResponse(AgreementOut.of(answer).model_dump(mode="json"), status_code=201)
+
+        return call(request, authorization, dpop, x_acting_rpps, "agreements", agree)
+
+    @router.post("/api/v1/care/agreements/{number}/cancel", tags=["care"], status_code=204, responses=ERRORS)
+    def cancel_agreement(
+        number: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """Give up an agreement: what it reserved counts no more."""
+
+        def cancel(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            agreements.cancel_agreement(session, caller=caller, number=number[:24], audit=audit)
+            return Response(status_code=204)
+
+        return call(request, authorization, dpop, x_acting_rpps, "agreements", cancel)
+
+    replayed: dict[int | str, dict[str, Any]] = {200: {"description": "the invoice this Idempotency-Key made"}}
+
+    @router.post("/api/v1/care/invoices", tags=["care"], response_model=InvoiceOut, status_code=201,
+                 responses={**ERRORS, **replayed})  # fmt: skip
+    def submit_invoice(
+        body: InvoiceIn,
+        request: Request,
+        idempotency_key: Annotated[str, Header(max_length=100)],
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """An invoice quoting the rights check's engagement (and the agreement where the domain
+        needs one): accepted with the AMC and patient amounts of each line, or rejected with a
+        reason code. The same Idempotency-Key with the same invoice returns that invoice."""
+
+        def submit(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            answer = invoices.submit_invoice(
+                session, caller=caller, idempotency_key=idempotency_key, engagement=body.engagement,
+                agreement=body.agreement, lines=[line.to_line() for line in body.lines], audit=audit,
+            )  # fmt: skip
+            return JSONResponse(
+                InvoiceOut.of(answer).model_dump(mode="json"), status_code=200 if answer.replayed else 201
+            )
+
+        return call(request, authorization, dpop, x_acting_rpps, "invoices", submit)
+
+    @router.get("/api/v1/care/invoices", tags=["care"], response_model=list[InvoiceSummaryOut], responses=ERRORS)
+    def list_invoices(
+        request: Request,
+        state: Literal["received", "accepted", "rejected", "paid", "cancelled"] | None = None,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """This establishment's invoices, newest first (at most 100): states and amounts."""
+
+        def listing(session: Session, caller: CareCaller, _: Recorder) -> Response:
+            found = invoices.list_invoices(session, caller=caller, state=state)
+            return JSONResponse([InvoiceSummaryOut(**s.__dict__).model_dump(mode="json") for s in found])
+
+        return call(request, authorization, dpop, x_acting_rpps, "invoices", listing)
+
+    @router.post("/api/v1/care/invoices/{invoice_id}/cancel", tags=["care"], response_model=InvoiceOut,
+                 responses=ERRORS)  # fmt: skip
+    def cancel_invoice(
+        invoice_id: uuid.UUID,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """Withdraw an invoice before it is paid."""
+
+        def cancel(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            answer = invoices.cancel_invoice(session, caller=caller, invoice_id=invoice_id, audit=audit)
+            return JSONResponse(InvoiceOut.of(answer).model_dump(mode="json"))
+
+        return call(request, authorization, dpop, x_acting_rpps, "invoices", cancel)
+
+    @router.post("/api/v1/care/eligibility", tags=["care"], response_model=EligibilityOut, responses=ERRORS)
     def eligibility(
         body: EligibilityIn,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         dpop: Annotated[str | None, Header(max_length=4000)] = None,
         x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """Rights check: covered or not in each domain on the care date, the guarantee that
         applies, what is left of its ceilings, whether a prior agreement is needed, and an
         engagement number to quote on the invoice. A person not found, identifiers that do not
         belong together and a wrong birth date all answer `not_found`."""
-        with platform.session() as session:
-            try:
-                api = apiclients.authenticate_call(
-                    session, platform.keystore, authorization=authorization, dpop_proof=dpop, method="POST",
-                    url=f"{origin}{request.url.path}", acting_for=x_acting_rpps,
-                )  # fmt: skip
-            except apiclients.InvalidClient as error:
-                session.commit()
-                return refused(error)
-            session.commit()
-            caller = CareCaller.of_api(api, "eligibility")
-            context = caller.audit_context(ip=request.client.host if request.client else None,
-                                           request_id=getattr(request.state, "request_id", None))  # fmt: skip
-            try:
-                answer = rights.check_rights(
-                    session, platform.keystore, caller=caller, request=body.to_request(),
-                    audit=platform.audit.for_request(context),
-                )  # fmt: skip
-            except rights.CareInputError as error:
-                return input_refused(error)
-        return JSONResponse(EligibilityOut.of(answer).model_dump(mode="json"))
+
+        def check(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            answer = rights.check_rights(session, platform.keystore, caller=caller, request=body.to_request(),
+                                         audit=audit)  # fmt: skip
+            return JSONResponse(EligibilityOut.of(answer).model_dump(mode="json"))
+
+        return call(request, authorization, dpop, x_acting_rpps, "eligibility", check)
 
     return router

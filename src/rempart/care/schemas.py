@@ -9,7 +9,11 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rempart.care import eligibility as rights
+from rempart.care import lines as care_lines
+from rempart.care.agreements import AgreementAnswer
 from rempart.care.card import CardError, parse_card
+from rempart.care.invoices import REJECTIONS, InvoiceAnswer
+from rempart.coverage.compute import LineShare
 
 
 class _In(BaseModel):
@@ -126,3 +130,97 @@ class EligibilityOut(BaseModel):
                 for d in answer.domains
             ],
         )  # fmt: skip
+
+
+class LineIn(_In):
+    """One act or item: amounts in euros with at most two decimals, rates in percent."""
+
+    domain: str = Field(max_length=40, examples=["pharmacy"])
+    act: str = Field(max_length=40, examples=["PHA"])
+    date: dt.date
+    price: Decimal = Field(allow_inf_nan=False, examples=["10.00"])
+    br: Decimal = Field(allow_inf_nan=False, examples=["10.00"])
+    amo_rate: Decimal = Field(allow_inf_nan=False, examples=[65])
+    amo_deductible: Decimal = Field(default=Decimal("0.00"), allow_inf_nan=False)
+    basket: str | None = Field(default=None, max_length=20, examples=["100_sante"])
+
+    def to_line(self) -> care_lines.LineIn:
+        return care_lines.LineIn(self.domain, self.act, self.date, str(self.price), str(self.br), str(self.amo_rate),
+                                 str(self.amo_deductible), self.basket)  # fmt: skip
+
+
+class AgreementIn(_In):
+    engagement: str = Field(max_length=24, description="from the rights check")
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+
+
+class InvoiceIn(_In):
+    engagement: str = Field(max_length=24, description="from the rights check")
+    agreement: str | None = Field(default=None, max_length=24, description="when the domain needs one")
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+
+
+class LineShareOut(BaseModel):
+    position: int
+    amo: Decimal
+    amc: Decimal
+    patient: Decimal
+    reason: str | None = None
+
+
+def _shares(lines: tuple[LineShare, ...]) -> list[LineShareOut]:
+    return [LineShareOut(position=i, amo=s.amo, amc=s.amc, patient=s.patient, reason=s.reason)
+            for i, s in enumerate(lines, start=1)]  # fmt: skip
+
+
+class AgreementOut(BaseModel):
+    number: str
+    domain: str
+    state: str
+    expires_on: dt.date
+    amc_total: Decimal
+    lines: list[LineShareOut]
+
+    @staticmethod
+    def of(answer: AgreementAnswer) -> AgreementOut:
+        return AgreementOut(
+            number=answer.number, domain=answer.domain, state=answer.state, expires_on=answer.expires_on,
+            amc_total=answer.amc_total, lines=_shares(answer.lines),
+        )  # fmt: skip
+
+
+class InvoiceOut(BaseModel):
+    """`state` is accepted or rejected (with `reason`), later paid or cancelled."""
+
+    id: uuid.UUID
+    state: str
+    reason: str | None = None
+    reason_text: str | None = None
+    engagement: str
+    agreement: str | None = None
+    received_at: dt.datetime
+    price_total: Decimal
+    amo_total: Decimal
+    amc_total: Decimal
+    patient_total: Decimal
+    lines: list[LineShareOut]
+
+    @staticmethod
+    def of(answer: InvoiceAnswer) -> InvoiceOut:
+        return InvoiceOut(
+            id=answer.id, state=answer.state, reason=answer.reason,
+            reason_text=REJECTIONS.get(answer.reason) if answer.reason else None, engagement=answer.engagement,
+            agreement=answer.agreement, received_at=answer.received_at, price_total=answer.price_total,
+            amo_total=answer.amo_total, amc_total=answer.amc_total, patient_total=answer.patient_total,
+            lines=_shares(answer.lines),
+        )  # fmt: skip
+
+
+class InvoiceSummaryOut(BaseModel):
+    id: uuid.UUID
+    received_at: dt.datetime
+    state: str
+    reason: str | None = None
+    engagement: str
+    price_total: Decimal
+    amc_total: Decimal

@@ -115,6 +115,12 @@ def share(
     return results
 
 
+def no_share(line: Line, reason: str) -> LineShare:
+    """A line the complementary pays nothing of, for `reason`."""
+    amo = cents(line.br * line.amo_rate / 100)
+    return LineShare(amo=amo, amc=ZERO, patient=line.price - (amo - line.amo_deductible), reason=reason)
+
+
 def _first_rule(rules: Sequence[Rule], line: Line) -> int | None:
     for index, rule in enumerate(rules):
         if (

@@ -1,0 +1,156 @@
+"""What quotes and invoices share: their lines checked, the engagement they quote, the
+beneficiary's consumption locked and counted, and the AMC share computed line by line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.orm import Session
+
+from rempart.care.caller import CareCaller
+from rempart.care.eligibility import CareInputError
+from rempart.care.models import Consumption, Engagement
+from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, no_share, share
+from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, parse_schedule
+from rempart.registry.models import CoveragePeriod, ScheduleVersion
+
+MAX_LINES = 100
+MAX_AMOUNT = Decimal("100000.00")
+BASKETS = ("100_sante",)
+_ACT = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class LineIn:
+    """A line as a caller sends it (amounts as decimal strings of euros)."""
+
+    domain: str
+    act: str
+    date: dt.date
+    price: str
+    br: str
+    amo_rate: str
+    amo_deductible: str = "0.00"
+    basket: str | None = None
+
+
+def _amount(value: str, where: str, *, percent: bool = False) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise CareInputError(where, "not a number") from None
+    if not amount.is_finite():
+        raise CareInputError(where, "not a number")
+    if amount < 0:
+        raise CareInputError(where, "negative")
+    if amount != amount.quantize(CENT):
+        raise CareInputError(where, "more than two decimals")
+    if percent and amount > 100:
+        raise CareInputError(where, "a rate is at most 100 (percent)")
+    if amount > MAX_AMOUNT:
+        raise CareInputError(where, f"above {MAX_AMOUNT} euros")
+    return amount.quantize(CENT)
+
+
+def checked_lines(lines: Sequence[LineIn], *, earliest: dt.date, latest: dt.date) -> list[Line]:
+    """Lines the computation can take, or CareInputError naming `lines[i].field`."""
+    if not lines or len(lines) > MAX_LINES:
+        raise CareInputError("lines", f"between 1 and {MAX_LINES} lines")
+    checked = []
+    for i, raw in enumerate(lines):
+        where = f"lines[{i}]"
+        if not DOMAIN_PATTERN.fullmatch(raw.domain) or raw.domain not in KNOWN_DOMAINS:
+            raise CareInputError(f"{where}.domain", "unknown care domain")
+        if not _ACT.fullmatch(raw.act):
+            raise CareInputError(f"{where}.act", "1 to 40 letters, digits, '_', '.' or '-'")
+        if raw.basket is not None and raw.basket not in BASKETS:
+            raise CareInputError(f"{where}.basket", f"one of {', '.join(BASKETS)}, or absent")
+        if raw.date > latest:
+            raise CareInputError(f"{where}.date", f"after {latest.isoformat()}")
+        if raw.date < earliest:
+            raise CareInputError(f"{where}.date", f"before {earliest.isoformat()}")
+        price = _amount(raw.price, f"{where}.price")
+        br = _amount(raw.br, f"{where}.br")
+        rate = _amount(raw.amo_rate, f"{where}.amo_rate", percent=True)
+        deductible = _amount(raw.amo_deductible, f"{where}.amo_deductible")
+        amo = (br * rate / 100).quantize(CENT)
+        if deductible > amo:
+            raise CareInputError(f"{where}.amo_deductible", "larger than what the mandatory scheme pays")
+        if price < amo:
+            raise CareInputError(f"{where}.price", "below what the mandatory scheme pays on this line")
+        checked.append(Line(raw.domain, raw.act, raw.date, price, br, rate, deductible, raw.basket))
+    return checked
+
+
+def engagement_of(session: Session, caller: CareCaller, number: str) -> Engagement:
+    """The engagement a quote or an invoice quotes: issued to this establishment, or refused
+    as unknown (the same message either way: an engagement number proves nothing alone)."""
+    found = session.get(Engagement, number.strip().upper())
+    if found is None or found.establishment_id != caller.establishment_id:
+        raise CareInputError("engagement", "unknown, or not issued to this establishment")
+    return found
+
+
+def lock_beneficiary(session: Session, beneficiary_id: uuid.UUID) -> None:
+    """Serialize the writes that count against one beneficiary's ceilings: two invoices at once
+    must not both spend the same remainder. Held until the transaction ends."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('rempart-consumption:' || :id, 0))"),
+        {"id": str(beneficiary_id)},
+    )
+
+
+def consumption(
+    session: Session, beneficiary_id: uuid.UUID, today: dt.date, *, except_source: uuid.UUID | None = None
+) -> list[Consumed]:
+    """What counts against flats and ceilings: consumed amounts, and reservations not lapsed."""
+    query = select(Consumption.domain, Consumption.act, Consumption.care_date, Consumption.amount).where(
+        Consumption.beneficiary_id == beneficiary_id,
+        or_(Consumption.state == "consumed", (Consumption.state == "reserved") & (Consumption.reserved_until >= today)),
+    )
+    if except_source is not None:
+        query = query.where(Consumption.source_id != except_source)
+    return [Consumed(domain, act, day, amount) for domain, act, day, amount in session.execute(query)]
+
+
+def shares(
+    session: Session, beneficiary_id: uuid.UUID, lines: Sequence[Line], counted: list[Consumed]
+) -> list[LineShare]:
+    """Each line under the schedule of the contract that covers the beneficiary on its date
+    (lines on dates without coverage get nothing, `no_coverage_on_date`); earlier lines count
+    against the later ones' flats and ceilings, in line order."""
+    results: list[LineShare] = []
+    counted = list(counted)
+    for line in lines:
+        stored = session.execute(
+            select(ScheduleVersion.schedule)
+            .join(CoveragePeriod, CoveragePeriod.contract_id == ScheduleVersion.contract_id)
+            .where(CoveragePeriod.beneficiary_id == beneficiary_id, CoveragePeriod.start_date <= line.date,
+                   (CoveragePeriod.end_date.is_(None)) | (CoveragePeriod.end_date >= line.date),
+                   ScheduleVersion.valid_from <= line.date,
+                   (ScheduleVersion.valid_to.is_(None)) | (ScheduleVersion.valid_to >= line.date))
+            .order_by(CoveragePeriod.start_date.desc(), ScheduleVersion.valid_from.desc()).limit(1)
+        ).scalar()  # fmt: skip
+        if stored is None:
+            result = no_share(line, NO_COVERAGE_ON_DATE)
+        else:
+            result = share(parse_schedule(stored), [line], consumption=counted)[0]
+        counted.append(Consumed(line.domain, line.act, line.date, result.amc))
+        results.append(result)
+    return results
+
+
+def release(session: Session, source_id: uuid.UUID) -> None:
+    """What an agreement reserved or an invoice consumed stops counting (cancelled, used)."""
+    session.execute(
+        update(Consumption)
+        .where(Consumption.source_id == source_id, Consumption.state != "released")
+        .values(state="released")
+    )
