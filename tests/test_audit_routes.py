@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 from rempart.api.app import create_app
 from rempart.audit import events as ev
 from rempart.audit import service as audit
+from rempart.care import fhir
 from rempart.platform import Platform
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary
@@ -39,6 +40,7 @@ PERSONAL = {
     ("POST", "/audit/subject"),  # the accesses to one person's data (Article 15)
     ("GET", "/api/v1/audit/proofs/inclusion"),  # an audit event, which names its subject by id
     ("POST", "/api/v1/care/eligibility"),  # a beneficiary's coverage and guarantee
+    ("POST", "/fhir/r4/CoverageEligibilityRequest/$submit"),  # the same, in FHIR
 }
 # Routes that write about a person: their events are staged in the write's own transaction
 # (the write and its event commit together, or neither does); tested where the use case is.
@@ -47,6 +49,7 @@ AUDITED_WRITES = {
     ("POST", "/api/v1/care/agreements/{number}/cancel"): "test_invoices",
     ("POST", "/api/v1/care/invoices"): "test_invoices::test_every_state_change_is_audited_with_its_write",
     ("POST", "/api/v1/care/invoices/{invoice_id}/cancel"): "test_invoices::test_every_state_change_is_audited...",
+    ("POST", "/fhir/r4/Claim/$submit"): "the agreement and invoice use cases above, in FHIR (test_fhir)",
 }
 # Everything else, with the reason it discloses nobody's data.
 NOT_PERSONAL = {
@@ -156,6 +159,8 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
                                                                       "size": _size(platform)},
         ),
         ("POST", "/api/v1/care/eligibility"): lambda: software.post("/api/v1/care/eligibility", card),
+        ("POST", "/fhir/r4/CoverageEligibilityRequest/$submit"): lambda: software.post(
+            "/fhir/r4/CoverageEligibilityRequest/$submit", fhir_request(card)),
     }  # fmt: skip
     assert set(calls) == PERSONAL
     for route, call in calls.items():
@@ -193,3 +198,21 @@ def _size(platform: Platform) -> int:
         latest = audit.latest_checkpoint(session)
     assert latest is not None
     return latest[0]
+
+
+def fhir_request(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's fields as a FHIR CoverageEligibilityRequest."""
+    return {
+        "resourceType": "CoverageEligibilityRequest", "status": "active", "purpose": ["validation"],
+        "created": card["care_date"], "servicedDate": card["care_date"], "patient": {"reference": "#p"},
+        "insurer": {"identifier": {"system": fhir.AMC_SYSTEM, "value": card["amc_number"]}},
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "birthDate": card["birth_date"],
+             "multipleBirthInteger": card["birth_rank"]},
+            {"resourceType": "Coverage", "id": "c", "status": "active", "subscriberId": card["member_number"],
+             "beneficiary": {"reference": "#p"},
+             "payor": [{"identifier": {"system": fhir.AMC_SYSTEM, "value": card["amc_number"]}}]},
+        ],
+        "insurance": [{"coverage": {"reference": "#c"}}],
+        "item": [{"category": {"coding": [{"system": fhir.DOMAIN_SYSTEM, "code": "pharmacy"}]}}],
+    }  # fmt: skip

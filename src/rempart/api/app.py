@@ -72,9 +72,9 @@ def create_app(platform: Platform) -> FastAPI:
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         # CSRF: a state-changing request must come from the portal's own origin (the session
         # cookie is SameSite=Strict as well).
-        # (The OAuth and API doors take no cookies: their callers prove a key on every request.)
+        # (The OAuth, API and FHIR doors take no cookies: their callers prove a key on every request.)
         request.state.request_id = audit_routes.new_request_id()
-        cookie_door = not request.url.path.startswith(("/oauth/", "/api/"))
+        cookie_door = not request.url.path.startswith(("/oauth/", "/api/", "/fhir/"))
         declared = request.headers.get("content-length", "0")
         chunked = "transfer-encoding" in request.headers and "content-length" not in request.headers
         if chunked or not declared.isdigit() or int(declared) > MAX_BODY_BYTES:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,7 @@ from rempart.api.oauth import refused
 from rempart.audit.service import Recorder
 from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
+from rempart.care import fhir as care_fhir
 from rempart.care.caller import CareCaller
 from rempart.care.schemas import (
     AgreementIn,
@@ -26,6 +28,7 @@ from rempart.care.schemas import (
     InvoiceOut,
     InvoiceSummaryOut,
 )
+from rempart.db.base import utcnow
 from rempart.identity import apiclients
 from rempart.platform import Platform
 
@@ -46,10 +49,11 @@ def build_router(platform: Platform) -> APIRouter:
 
     def call(
         request: Request, authorization: str | None, dpop: str | None, rpps: str | None, scope: str,
-        use_case: Callable[[Session, CareCaller, Recorder], Response],
+        use_case: Callable[[Session, CareCaller, Recorder], Response], *, fhir: bool = False,
     ) -> Response:  # fmt: skip
         """Authenticate practice software (a DPoP-bound token, the professional it acts for,
-        the scope), then run one use case with the caller and its audit recorder."""
+        the scope), then run one use case with the caller and its audit recorder. The FHIR door
+        answers its refusals as OperationOutcome."""
         with platform.session() as session:
             try:
                 api = apiclients.authenticate_call(
@@ -58,7 +62,13 @@ def build_router(platform: Platform) -> APIRouter:
                 )  # fmt: skip
             except apiclients.InvalidClient as error:
                 session.commit()
-                return refused(error)
+                answer = refused(error)
+                if fhir:
+                    code = "login" if answer.status_code == 401 else "invalid"
+                    outcome = care_fhir.operation_outcome([(code, "Authorization", error.error)])
+                    challenge = {k: v for k, v in answer.headers.items() if k.lower() == "www-authenticate"}
+                    return JSONResponse(outcome, answer.status_code, challenge, media_type=care_fhir.FHIR_JSON)
+                return answer
             session.commit()
             caller = CareCaller.of_api(api, scope)
             context = caller.audit_context(ip=request.client.host if request.client else None,
@@ -66,7 +76,13 @@ def build_router(platform: Platform) -> APIRouter:
             try:
                 return use_case(session, caller, platform.audit.for_request(context))
             except rights.CareInputError as error:
+                if fhir:
+                    expression = care_fhir.expression_of(error.field)
+                    return fhir_refused([("business-rule" if error.field == "engagement" else "invalid", expression,
+                                          error.reason)])  # fmt: skip
                 return input_refused(error)
+            except care_fhir.FhirInputError as error:
+                return fhir_refused([(error.code, error.expression, error.reason)])
 
     @router.post("/api/v1/care/agreements", tags=["care"], response_model=AgreementOut, status_code=201,
                  responses=ERRORS)  # fmt: skip
@@ -185,4 +201,86 @@ def build_router(platform: Platform) -> APIRouter:
 
         return call(request, authorization, dpop, x_acting_rpps, "eligibility", check)
 
+    fhir_errors: dict[int | str, dict[str, Any]] = {
+        401: {"description": "OperationOutcome: no valid DPoP-bound token"},
+        422: {"description": "OperationOutcome: an element refused (expression) and why"},
+        503: {"description": "the audit log is unavailable: nothing was done or returned"},
+    }
+
+    @router.post("/fhir/r4/CoverageEligibilityRequest/$submit", tags=["fhir"], responses=fhir_errors)
+    async def fhir_eligibility(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> Response:
+        """FHIR R4: a CoverageEligibilityRequest (a contained Patient with its birth date, rank
+        of birth or NIR; a contained Coverage with the AMC payor and the member number) answered
+        by a CoverageEligibilityResponse. The same rights check as the REST door."""
+        document = await _json(request)
+
+        def check(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            asked, resource = care_fhir.rights_request(document)
+            _same_professional(resource, "provider", x_acting_rpps)
+            answer = rights.check_rights(session, platform.keystore, caller=caller, request=asked, audit=audit)
+            body = care_fhir.eligibility_response(answer, resource, utcnow())
+            return JSONResponse(body, media_type=care_fhir.FHIR_JSON)
+
+        return await run_in_threadpool(call, request, authorization, dpop, x_acting_rpps, "eligibility", check,
+                                       fhir=True)  # fmt: skip
+
+    @router.post("/fhir/r4/Claim/$submit", tags=["fhir"], responses=fhir_errors)
+    async def fhir_claim(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
+    ) -> Response:
+        """FHIR R4: a Claim, `use` preauthorization (a quote: a prior agreement) or claim (an
+        invoice, with an Idempotency-Key header since $submit is not idempotent), answered by a
+        ClaimResponse. The engagement (and the agreement) are the insurance's preAuthRef."""
+        document = await _json(request)
+        peek = document.get("use") if isinstance(document, dict) else None
+        scope = "agreements" if peek == "preauthorization" else "invoices"
+
+        def submit(session: Session, caller: CareCaller, audit: Recorder) -> Response:
+            use, engagement, agreement, lines, resource = care_fhir.claim_request(document)
+            _same_professional(resource, "provider", x_acting_rpps)
+            answer: agreements.AgreementAnswer | invoices.InvoiceAnswer
+            if use == "preauthorization":
+                answer = agreements.request_agreement(session, caller=caller, engagement=engagement, lines=lines,
+                                                      audit=audit)  # fmt: skip
+                status = 201
+            else:
+                answer = invoices.submit_invoice(
+                    session, caller=caller, idempotency_key=idempotency_key or "", engagement=engagement,
+                    agreement=agreement, lines=lines, audit=audit,
+                )  # fmt: skip
+                status = 200 if answer.replayed else 201
+            body = care_fhir.claim_response(use, resource, answer, utcnow())
+            return JSONResponse(body, status_code=status, media_type=care_fhir.FHIR_JSON)
+
+        return await run_in_threadpool(call, request, authorization, dpop, x_acting_rpps, scope, submit, fhir=True)
+
     return router
+
+
+def fhir_refused(problems: list[tuple[str, str, str]]) -> JSONResponse:
+    return JSONResponse(care_fhir.operation_outcome(problems), status_code=422, media_type=care_fhir.FHIR_JSON)
+
+
+async def _json(request: Request) -> Any:
+    """The body as JSON, or None (then refused as not a resource by the mapping)."""
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
+def _same_professional(resource: Any, field: str, rpps: str | None) -> None:
+    """A resource naming its provider by RPPS must name the professional the call acts for."""
+    named = care_fhir.acting_rpps(resource, field)
+    if named is not None and named != rpps:
+        raise care_fhir.FhirInputError(f"{resource.get_resource_type()}.{field}",
+                                       "names another professional than X-Acting-RPPS", "business-rule")  # fmt: skip
