@@ -46,7 +46,12 @@ def serve(app: FastAPI, port: int) -> Iterator[None]:
 
 
 def passkey_session(
-    platform: Any, role: str, *, establishment_id: uuid.UUID | None = None, insurer_id: uuid.UUID | None = None
+    platform: Any,
+    role: str,
+    *,
+    establishment_id: uuid.UUID | None = None,
+    insurer_id: uuid.UUID | None = None,
+    professional_id: uuid.UUID | None = None,
 ) -> tuple[dict[str, str], uuid.UUID]:
     """A new account with a session opened the way a passkey login opens one (so with a fresh
     step-up); returns the cookie header to send and the account's id. The ceremony itself is
@@ -55,7 +60,8 @@ def passkey_session(
     from rempart.identity.models import Account
 
     with platform.session() as session:
-        account = Account(role=role, establishment_id=establishment_id, insurer_id=insurer_id)
+        account = Account(role=role, establishment_id=establishment_id, insurer_id=insurer_id,
+                          professional_id=professional_id)  # fmt: skip
         session.add(account)
         session.flush()
         token = service._open_session(session, platform.settings, account, None, method="passkey").token

@@ -41,6 +41,7 @@ PERSONAL = {
     ("GET", "/api/v1/audit/proofs/inclusion"),  # an audit event, which names its subject by id
     ("POST", "/api/v1/care/eligibility"),  # a beneficiary's coverage and guarantee
     ("POST", "/fhir/r4/CoverageEligibilityRequest/$submit"),  # the same, in FHIR
+    ("POST", "/care/rights"),  # the same, in the portal
 }
 # Routes that write about a person: their events are staged in the write's own transaction
 # (the write and its event commit together, or neither does); tested where the use case is.
@@ -50,6 +51,9 @@ AUDITED_WRITES = {
     ("POST", "/api/v1/care/invoices"): "test_invoices::test_every_state_change_is_audited_with_its_write",
     ("POST", "/api/v1/care/invoices/{invoice_id}/cancel"): "test_invoices::test_every_state_change_is_audited...",
     ("POST", "/fhir/r4/Claim/$submit"): "the agreement and invoice use cases above, in FHIR (test_fhir)",
+    ("POST", "/care/agreements"): "the agreement use case, in the portal (test_care_portal)",
+    ("POST", "/care/invoices"): "the invoice use case, in the portal (test_care_portal)",
+    ("POST", "/care/invoices/{invoice_id}/cancel"): "the cancellation use case, in the portal",
 }
 # Everything else, with the reason it discloses nobody's data.
 NOT_PERSONAL = {
@@ -91,6 +95,9 @@ NOT_PERSONAL = {
     ("GET", "/api/v1/audit/key"): "a public key",
     ("GET", "/api/v1/audit/proofs/consistency"): "hashes only",
     ("GET", "/api/v1/care/invoices"): "the establishment's own invoices: states and amounts, nobody's identity",
+    ("GET", "/care/invoices"): "the same list, in the portal, and an empty form",
+    ("GET", "/care"): "the empty rights check form",
+    ("GET", "/care/agreements/new"): "the empty quote form",
 }
 FRAMEWORK = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/static"}
 
@@ -145,6 +152,8 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
     )
     platform.checkpoint()
     software = PracticeSoftware(platform, str(client.base_url))
+    pharmacist, _ = passkey_session(platform, "professional", establishment_id=software.establishment_id,
+                                    professional_id=software.professional_id)  # fmt: skip
     card = {"amc_number": AMC_A, "member_number": person.member_number, "birth_rank": person.birth_rank,
             "birth_date": person.birth_date.isoformat(), "care_date": dt.date.today().isoformat(),
             "domains": ["pharmacy"]}  # fmt: skip
@@ -161,6 +170,8 @@ def test_v16_every_personal_data_route_is_audited_and_fails_closed(
         ("POST", "/api/v1/care/eligibility"): lambda: software.post("/api/v1/care/eligibility", card),
         ("POST", "/fhir/r4/CoverageEligibilityRequest/$submit"): lambda: software.post(
             "/fhir/r4/CoverageEligibilityRequest/$submit", fhir_request(card)),
+        ("POST", "/care/rights"): lambda: client.post("/care/rights", headers=pharmacist,
+                                                      data={**card, "domains": "pharmacy"}),
     }  # fmt: skip
     assert set(calls) == PERSONAL
     for route, call in calls.items():

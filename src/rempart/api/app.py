@@ -18,6 +18,7 @@ from rempart import __version__, portal
 from rempart.api import oauth
 from rempart.audit import routes as audit_routes
 from rempart.audit.log import AuditUnavailable
+from rempart.care import pages as care_pages
 from rempart.care import routes as care_routes
 from rempart.guard.ratelimit import RateLimited
 from rempart.identity.permissions import Forbidden, StepUpRequired
@@ -89,7 +90,9 @@ def create_app(platform: Platform) -> FastAPI:
             response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with a
+        # form's POST, and the CSRF check above would refuse the portal's own forms.
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         response.headers["X-Request-ID"] = request.state.request_id
@@ -130,6 +133,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(oauth.build_router(platform))
     app.include_router(audit_routes.build_router(platform))
     app.include_router(care_routes.build_router(platform))
+    app.include_router(care_pages.build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
