@@ -7,6 +7,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,9 +54,8 @@ def template_url(server_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
 
 
-@pytest.fixture
-def database_url(server_url: str, template_url: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
+@contextmanager
+def _copy_of_template(server_url: str) -> Iterator[str]:
     name = f"rempart_t_{uuid.uuid4().hex[:12]}"
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -68,6 +68,20 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for role in roles:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    with _copy_of_template(server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database shared by one module's tests (a long fuzzing run)."""
+    with _copy_of_template(server_url) as url:
+        yield url
 
 
 @pytest.fixture
