@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr = SecretStr("")
     smtp_sender: str = "Rempart <ne-pas-repondre@rempart.invalid>"
+    http_workers: int = Field(default=1, ge=1, le=64, description="Server processes (`rempart serve`).")
+    bench_endpoints: bool = Field(
+        default=False, description="Serve /bench/ceiling (one indexed SELECT) for bench/eligibility.py only."
+    )
 
     import_chunk_rows: int = Field(default=5000, ge=100, le=100_000)
     import_workers: int = Field(default=0, ge=0, le=64, description="0 means one per CPU core.")

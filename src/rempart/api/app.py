@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -140,6 +141,19 @@ def create_app(platform: Platform) -> FastAPI:
     def home() -> str:
         return HOME
 
+    if platform.settings.bench_endpoints:
+
+        @app.get("/bench/ceiling", include_in_schema=False)
+        def bench_ceiling() -> JSONResponse:
+            """The framework and database ceiling bench/eligibility.py compares checks with: one
+            indexed SELECT, no authentication, no audit (off unless REMPART_BENCH_ENDPOINTS)."""
+            with platform.engine.connect() as conn:
+                found = conn.execute(
+                    text("SELECT id FROM beneficiaries WHERE card_bidx = :bidx LIMIT 1"),
+                    {"bidx": secrets.randbelow(1 << 20)},
+                ).first()
+            return JSONResponse({"found": found is not None})
+
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         """Database reachable and key provider readable."""
@@ -153,3 +167,11 @@ def create_app(platform: Platform) -> FastAPI:
         return JSONResponse({"status": "ok" if status == 200 else "degraded", "database": database}, status_code=status)
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """One server process's app when `rempart serve` runs several (uvicorn's factory): the
+    parent process has migrated the database; each worker opens its own platform."""
+    from rempart.platform import open_platform
+
+    return create_app(open_platform(run_migrations=False))

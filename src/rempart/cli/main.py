@@ -691,6 +691,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
     families: Annotated[int, typer.Option(help="With --demo: families to seed.")] = 2000,
     professionals: Annotated[int, typer.Option(help="With --demo: professionals to seed.")] = 300,
+    workers: Annotated[int | None, typer.Option(help="Server processes (default REMPART_HTTP_WORKERS, 1).")] = None,
 ) -> None:
     """Serve the platform over HTTP (starting the embedded PostgreSQL if no URL is configured)."""
     import uvicorn
@@ -719,7 +720,15 @@ def serve(
             out.print(f"Single-use invitations (valid {settings.invitation_hours} h), each enrols a passkey:")
             for who, link in links:
                 out.print(f"  {who}: {link}", soft_wrap=True)
-        uvicorn.run(create_app(p), host=bind_host, port=bind_port, log_level="warning")
+        processes = workers or settings.http_workers
+        if processes > 1:  # each worker opens its own platform (its own pool and audit committer)
+            os.environ["REMPART_HTTP_PORT"] = str(bind_port)  # workers derive the portal's origin from it
+            os.environ.setdefault("REMPART_DATABASE_URL", p.url)
+            p.close()
+            uvicorn.run("rempart.api.app:worker_app", factory=True, workers=processes, host=bind_host,
+                        port=bind_port, log_level="warning")  # fmt: skip
+        else:
+            uvicorn.run(create_app(p), host=bind_host, port=bind_port, log_level="warning")
     finally:
         p.close()
         console.print("stopped")
