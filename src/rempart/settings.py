@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_sender: str = "Rempart <ne-pas-repondre@rempart.invalid>"
     http_workers: int = Field(default=1, ge=1, le=64, description="Server processes (`rempart serve`).")
+    http_threads: int = Field(
+        default=8, ge=1, le=200, description="Requests one server process works on at once (its thread pool)."
+    )
     bench_endpoints: bool = Field(
         default=False, description="Serve /bench/ceiling (one indexed SELECT) for bench/eligibility.py only."
     )

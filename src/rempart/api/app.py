@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -60,6 +61,10 @@ def create_app(platform: Platform) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         platform.audit.log.start()  # staged events are sequenced within a fraction of a second
+        # A few threads per process, not anyio's 40: Python threads share one interpreter lock,
+        # and forty of them contending for it serve fewer requests than eight (more processes
+        # are the way to more cores: `rempart serve --workers`).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = platform.settings.http_threads
         stop = threading.Event()
         if platform.settings.smtp_host:
             threading.Thread(target=_deliver_outbox, args=(platform, stop), name="outbox", daemon=True).start()

@@ -175,13 +175,15 @@ def check_rights(
         domains=list(request.domains), outcome=NOT_FOUND,
     )  # fmt: skip
     session.add(check)
+    # A miss walks the same coverage queries as a hit, for an id that matches nothing: the
+    # answer differs, the work (and so the time it takes) does not.
+    answer = _coverage(session, check, insurer, found.beneficiary_id if found else uuid.uuid4(), request)
     if found is None:
         decide.found_nobody(session, professional_id=caller.professional_id)
         session.flush()
         audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(check.id)})
         session.commit()
         return RightsAnswer(check.id, NOT_FOUND, request.care_date, insurer.amc_number)
-    answer = _coverage(session, check, insurer, found.beneficiary_id, request)
     check.outcome = answer.outcome
     if answer.engagement is not None:
         engagement = Engagement(
@@ -207,12 +209,13 @@ def _coverage(
                (CoveragePeriod.end_date.is_(None)) | (CoveragePeriod.end_date >= day))
         .order_by(CoveragePeriod.start_date.desc()).limit(1)
     ).first()  # fmt: skip
+    # The three queries run whatever the first finds (see check_rights: same work on each path).
+    schedule = _schedule_on(session, period[1].id if period else uuid.uuid4(), day)
+    consumption = _consumption(session, beneficiary_id)
     if period is None:
         domains = tuple(_not_covered(domain, NO_COVERAGE_ON_DATE) for domain in request.domains)
         return RightsAnswer(check.id, NOT_COVERED, day, insurer.amc_number, domains=domains)
     coverage, contract = period
-    schedule = _schedule_on(session, contract.id, day)
-    consumption = _consumption(session, beneficiary_id)
     domains = tuple(_domain_answer(schedule, domain, day, consumption) for domain in request.domains)
     covered = any(domain.covered for domain in domains)
     engagement = new_engagement_number() if covered else None
