@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -141,3 +142,16 @@ def portal_client(settings: Settings) -> Iterator[tuple[Platform, httpx.Client]]
     ):
         yield platform, client
     platform.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (its own browser download is not used)."""
+    from playwright.sync_api import sync_playwright
+
+    from portal_server import BROWSER_ARGS
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        yield launched
+        launched.close()

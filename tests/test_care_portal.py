@@ -4,12 +4,11 @@ request a prior agreement, send the invoice, list and cancel it; and who may ope
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from rempart.care.card import Card
 from rempart.platform import Platform
@@ -17,17 +16,9 @@ from rempart.platform import Platform
 from apikit import PracticeSoftware
 from carekit import MEMBER_BIRTH, TODAY, TWINS_BIRTH, pharmacy
 from feedkit import AMC_A
-from portal_server import BROWSER_ARGS, passkey_session
+from portal_server import passkey_session
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
-        yield launched
-        launched.close()
 
 
 Pharmacist = tuple[Platform, httpx.Client, str, PracticeSoftware]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from pydantic import SecretStr
 
 from rempart.api.app import create_app
@@ -32,7 +32,7 @@ from rempart.registry.identifiers import make_finess, make_rpps
 from rempart.registry.models import Practice
 from rempart.settings import Settings
 
-from portal_server import BROWSER_ARGS, free_port, serve
+from portal_server import free_port, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 OIDC_DIR = Path(__file__).parent / "oidc"
@@ -91,14 +91,6 @@ def federated(request: pytest.FixtureRequest, settings: Settings) -> Iterator[tu
         provider.terminate()
         provider.wait(timeout=10)
         platform.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
-        yield launched
-        launched.close()
 
 
 def test_v10_login_through_the_provider(federated: tuple[Platform, str, str], browser: Browser) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import func, select, update
 
 from rempart.api.app import create_app
@@ -24,7 +24,7 @@ from rempart.identity.models import Account, LoginSession, SecurityEvent
 from rempart.platform import Platform, open_platform
 from rempart.settings import Settings
 
-from portal_server import BROWSER_ARGS, free_port, serve
+from portal_server import free_port, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -37,14 +37,6 @@ def portal(settings: Settings) -> Iterator[tuple[Platform, str]]:
     with serve(create_app(platform), port):
         yield platform, origin
     platform.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
-        yield launched
-        launched.close()
 
 
 def with_authenticator(page: Page) -> Any:

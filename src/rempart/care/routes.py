@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
@@ -39,6 +39,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+class Proof:
+    """What practice software sends on every call: its DPoP-bound token, a fresh proof of the
+    key, and the RPPS of the establishment's professional it acts for."""
+
+    def __init__(
+        self,
+        authorization: Annotated[str | None, Header()] = None,
+        dpop: Annotated[str | None, Header(max_length=4000)] = None,
+        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+    ) -> None:
+        self.authorization, self.dpop, self.acting_rpps = authorization, dpop, x_acting_rpps
+
+
 def input_refused(error: rights.CareInputError) -> JSONResponse:
     return JSONResponse({"error": "invalid_request", "field": error.field, "reason": error.reason}, status_code=422)
 
@@ -48,7 +61,7 @@ def build_router(platform: Platform) -> APIRouter:
     origin = platform.settings.portal_origin
 
     def call(
-        request: Request, authorization: str | None, dpop: str | None, rpps: str | None, scope: str,
+        request: Request, proof: Proof, scope: str,
         use_case: Callable[[Session, CareCaller, Recorder], Response], *, fhir: bool = False,
     ) -> Response:  # fmt: skip
         """Authenticate practice software (a DPoP-bound token, the professional it acts for,
@@ -57,8 +70,8 @@ def build_router(platform: Platform) -> APIRouter:
         with platform.session() as session:
             try:
                 api = apiclients.authenticate_call(
-                    session, platform.keystore, authorization=authorization, dpop_proof=dpop,
-                    method=request.method, url=f"{origin}{request.url.path}", acting_for=rpps,
+                    session, platform.keystore, authorization=proof.authorization, dpop_proof=proof.dpop,
+                    method=request.method, url=f"{origin}{request.url.path}", acting_for=proof.acting_rpps,
                 )  # fmt: skip
             except apiclients.InvalidClient as error:
                 session.commit()
@@ -89,9 +102,7 @@ def build_router(platform: Platform) -> APIRouter:
     def request_agreement(
         body: AgreementIn,
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """Prior agreement on a quote (optics, dental, hearing, hospital): the AMC amount of each
         line, an agreement number and its expiry; the amounts are reserved until used,
@@ -103,15 +114,13 @@ def build_router(platform: Platform) -> APIRouter:
                                                   audit=audit)  # fmt: skip
             return JSONResponse(AgreementOut.of(answer).model_dump(mode="json"), status_code=201)
 
-        return call(request, authorization, dpop, x_acting_rpps, "agreements", agree)
+        return call(request, proof, "agreements", agree)
 
     @router.post("/api/v1/care/agreements/{number}/cancel", tags=["care"], status_code=204, responses=ERRORS)
     def cancel_agreement(
         number: str,
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """Give up an agreement: what it reserved counts no more."""
 
@@ -119,7 +128,7 @@ def build_router(platform: Platform) -> APIRouter:
             agreements.cancel_agreement(session, caller=caller, number=number[:24], audit=audit)
             return Response(status_code=204)
 
-        return call(request, authorization, dpop, x_acting_rpps, "agreements", cancel)
+        return call(request, proof, "agreements", cancel)
 
     replayed: dict[int | str, dict[str, Any]] = {200: {"description": "the invoice this Idempotency-Key made"}}
 
@@ -129,9 +138,7 @@ def build_router(platform: Platform) -> APIRouter:
         body: InvoiceIn,
         request: Request,
         idempotency_key: Annotated[str, Header(max_length=100)],
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """An invoice quoting the rights check's engagement (and the agreement where the domain
         needs one): accepted with the AMC and patient amounts of each line, or rejected with a
@@ -146,15 +153,13 @@ def build_router(platform: Platform) -> APIRouter:
                 InvoiceOut.of(answer).model_dump(mode="json"), status_code=200 if answer.replayed else 201
             )
 
-        return call(request, authorization, dpop, x_acting_rpps, "invoices", submit)
+        return call(request, proof, "invoices", submit)
 
     @router.get("/api/v1/care/invoices", tags=["care"], response_model=list[InvoiceSummaryOut], responses=ERRORS)
     def list_invoices(
         request: Request,
+        proof: Annotated[Proof, Depends(Proof)],
         state: Literal["received", "accepted", "rejected", "paid", "cancelled"] | None = None,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
     ) -> Response:
         """This establishment's invoices, newest first (at most 100): states and amounts."""
 
@@ -162,16 +167,14 @@ def build_router(platform: Platform) -> APIRouter:
             found = invoices.list_invoices(session, caller=caller, state=state)
             return JSONResponse([InvoiceSummaryOut(**s.__dict__).model_dump(mode="json") for s in found])
 
-        return call(request, authorization, dpop, x_acting_rpps, "invoices", listing)
+        return call(request, proof, "invoices", listing)
 
     @router.post("/api/v1/care/invoices/{invoice_id}/cancel", tags=["care"], response_model=InvoiceOut,
                  responses=ERRORS)  # fmt: skip
     def cancel_invoice(
         invoice_id: uuid.UUID,
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """Withdraw an invoice before it is paid."""
 
@@ -179,15 +182,13 @@ def build_router(platform: Platform) -> APIRouter:
             answer = invoices.cancel_invoice(session, caller=caller, invoice_id=invoice_id, audit=audit)
             return JSONResponse(InvoiceOut.of(answer).model_dump(mode="json"))
 
-        return call(request, authorization, dpop, x_acting_rpps, "invoices", cancel)
+        return call(request, proof, "invoices", cancel)
 
     @router.post("/api/v1/care/eligibility", tags=["care"], response_model=EligibilityOut, responses=ERRORS)
     def eligibility(
         body: EligibilityIn,
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """Rights check: covered or not in each domain on the care date, the guarantee that
         applies, what is left of its ceilings, whether a prior agreement is needed, and an
@@ -199,7 +200,7 @@ def build_router(platform: Platform) -> APIRouter:
                                          audit=audit)  # fmt: skip
             return JSONResponse(EligibilityOut.of(answer).model_dump(mode="json"))
 
-        return call(request, authorization, dpop, x_acting_rpps, "eligibility", check)
+        return call(request, proof, "eligibility", check)
 
     fhir_errors: dict[int | str, dict[str, Any]] = {
         401: {"description": "OperationOutcome: no valid DPoP-bound token"},
@@ -210,9 +211,7 @@ def build_router(platform: Platform) -> APIRouter:
     @router.post("/fhir/r4/CoverageEligibilityRequest/$submit", tags=["fhir"], responses=fhir_errors)
     async def fhir_eligibility(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
     ) -> Response:
         """FHIR R4: a CoverageEligibilityRequest (a contained Patient with its birth date, rank
         of birth or NIR; a contained Coverage with the AMC payor and the member number) answered
@@ -221,20 +220,18 @@ def build_router(platform: Platform) -> APIRouter:
 
         def check(session: Session, caller: CareCaller, audit: Recorder) -> Response:
             asked, resource = care_fhir.rights_request(document)
-            _same_professional(resource, "provider", x_acting_rpps)
+            _same_professional(resource, "provider", proof.acting_rpps)
             answer = rights.check_rights(session, platform.keystore, caller=caller, request=asked, audit=audit)
             body = care_fhir.eligibility_response(answer, resource, utcnow())
             return JSONResponse(body, media_type=care_fhir.FHIR_JSON)
 
-        return await run_in_threadpool(call, request, authorization, dpop, x_acting_rpps, "eligibility", check,
+        return await run_in_threadpool(call, request, proof, "eligibility", check,
                                        fhir=True)  # fmt: skip
 
     @router.post("/fhir/r4/Claim/$submit", tags=["fhir"], responses=fhir_errors)
     async def fhir_claim(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dpop: Annotated[str | None, Header(max_length=4000)] = None,
-        x_acting_rpps: Annotated[str | None, Header(max_length=11)] = None,
+        proof: Annotated[Proof, Depends(Proof)],
         idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
     ) -> Response:
         """FHIR R4: a Claim, `use` preauthorization (a quote: a prior agreement) or claim (an
@@ -246,7 +243,7 @@ def build_router(platform: Platform) -> APIRouter:
 
         def submit(session: Session, caller: CareCaller, audit: Recorder) -> Response:
             use, engagement, agreement, lines, resource = care_fhir.claim_request(document)
-            _same_professional(resource, "provider", x_acting_rpps)
+            _same_professional(resource, "provider", proof.acting_rpps)
             answer: agreements.AgreementAnswer | invoices.InvoiceAnswer
             if use == "preauthorization":
                 answer = agreements.request_agreement(session, caller=caller, engagement=engagement, lines=lines,
@@ -261,7 +258,7 @@ def build_router(platform: Platform) -> APIRouter:
             body = care_fhir.claim_response(use, resource, answer, utcnow())
             return JSONResponse(body, status_code=status, media_type=care_fhir.FHIR_JSON)
 
-        return await run_in_threadpool(call, request, authorization, dpop, x_acting_rpps, scope, submit, fhir=True)
+        return await run_in_threadpool(call, request, proof, scope, submit, fhir=True)
 
     return router
 
