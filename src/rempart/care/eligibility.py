@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from rempart.audit.service import Recorder
 from rempart.care.caller import CareCaller
 from rempart.care.models import Consumption, Engagement, RightsCheck
 from rempart.coverage.compute import Consumed
-from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule, parse_schedule
+from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule
 from rempart.coverage.summary import AGREEMENT_DOMAINS, Level, Remaining, summarize
 from rempart.crypto.keystore import Keystore
 from rempart.guard import decide
@@ -143,12 +144,21 @@ def _validated(session: Session, request: RightsRequest, today: dt.date) -> tupl
     return cleaned, insurer
 
 
+_DOMAINS: dict[uuid.UUID, tuple[float, set[str]]] = {}
+DOMAINS_CACHE_SECONDS = 60.0  # a domain a new schedule brings is accepted within a minute
+
+
 def _insurer_domains(session: Session, insurer: Insurer) -> set[str]:
+    cached = _DOMAINS.get(insurer.id)
+    if cached is not None and time.monotonic() - cached[0] < DOMAINS_CACHE_SECONDS:
+        return cached[1]
     schedules = session.scalars(
         select(ScheduleVersion.schedule).join(Contract, Contract.id == ScheduleVersion.contract_id)
         .where(Contract.insurer_id == insurer.id)
     )  # fmt: skip
-    return {rule["domain"] for schedule in schedules for rule in schedule.get("rules", [])}
+    domains = {rule["domain"] for schedule in schedules for rule in schedule.get("rules", [])}
+    _DOMAINS[insurer.id] = (time.monotonic(), domains)
+    return domains
 
 
 def check_rights(
@@ -242,13 +252,13 @@ def _domain_answer(
 
 
 def _schedule_on(session: Session, contract_id: uuid.UUID, day: dt.date) -> Schedule | None:
-    stored = session.scalars(
-        select(ScheduleVersion.schedule)
+    version = session.execute(
+        select(ScheduleVersion.id, ScheduleVersion.sha256)
         .where(ScheduleVersion.contract_id == contract_id, ScheduleVersion.valid_from <= day,
                (ScheduleVersion.valid_to.is_(None)) | (ScheduleVersion.valid_to >= day))
         .order_by(ScheduleVersion.valid_from.desc()).limit(1)
     ).first()  # fmt: skip
-    return None if stored is None else parse_schedule(stored)
+    return None if version is None else registry.schedule_of_version(session, version_id=version[0], digest=version[1])
 
 
 def _consumption(session: Session, beneficiary_id: uuid.UUID) -> list[Consumed]:

@@ -17,7 +17,8 @@ from rempart.care.caller import CareCaller
 from rempart.care.eligibility import CareInputError
 from rempart.care.models import Consumption, Engagement
 from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, no_share, share
-from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, parse_schedule
+from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS
+from rempart.registry import service as registry
 from rempart.registry.models import CoveragePeriod, ScheduleVersion
 
 MAX_LINES = 100
@@ -129,19 +130,20 @@ def shares(
     results: list[LineShare] = []
     counted = list(counted)
     for line in lines:
-        stored = session.execute(
-            select(ScheduleVersion.schedule)
+        version = session.execute(
+            select(ScheduleVersion.id, ScheduleVersion.sha256)
             .join(CoveragePeriod, CoveragePeriod.contract_id == ScheduleVersion.contract_id)
             .where(CoveragePeriod.beneficiary_id == beneficiary_id, CoveragePeriod.start_date <= line.date,
                    (CoveragePeriod.end_date.is_(None)) | (CoveragePeriod.end_date >= line.date),
                    ScheduleVersion.valid_from <= line.date,
                    (ScheduleVersion.valid_to.is_(None)) | (ScheduleVersion.valid_to >= line.date))
             .order_by(CoveragePeriod.start_date.desc(), ScheduleVersion.valid_from.desc()).limit(1)
-        ).scalar()  # fmt: skip
-        if stored is None:
+        ).first()  # fmt: skip
+        if version is None:
             result = no_share(line, NO_COVERAGE_ON_DATE)
         else:
-            result = share(parse_schedule(stored), [line], consumption=counted)[0]
+            schedule = registry.schedule_of_version(session, version_id=version[0], digest=version[1])
+            result = share(schedule, [line], consumption=counted)[0]
         counted.append(Consumed(line.domain, line.act, line.date, result.amc))
         results.append(result)
     return results

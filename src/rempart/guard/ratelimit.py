@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -47,20 +48,41 @@ def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None
 
     With `commit=False` the count joins the caller's transaction (an action refused later in
     it is not counted)."""
+    hit_all(session, [(limit, subject)], now=now, commit=commit)
+
+
+def hit_all(
+    session: Session, counts: list[tuple[Limit, str]], *, now: dt.datetime | None = None, commit: bool = True
+) -> None:
+    """Count one request against several limits in one statement; raise for the first spent
+    (every count is kept: a refused request still counts)."""
     now = now or dt.datetime.now(dt.UTC)
-    key, start = _window(limit, subject, now)
-    count = session.execute(
+    windows = [(_window(limit, subject, now), limit) for limit, subject in counts]
+    params: dict[str, object] = {}
+    values = []
+    for i, ((key, start), _) in enumerate(windows):
+        params[f"k{i}"], params[f"s{i}"] = key, start
+        values.append(f"(:k{i}, :s{i}, 1)")
+    rows = session.execute(
         text(
-            "INSERT INTO rate_counters (key, window_start, hits) VALUES (:key, :start, 1)"
-            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits"
+            f"INSERT INTO rate_counters (key, window_start, hits) VALUES {', '.join(values)}"
+            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits"
         ),
-        {"key": key, "start": start},
-    ).scalar_one()
-    session.execute(text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)})
+        params,
+    ).all()
+    if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
+        session.execute(
+            text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)}
+        )
     if commit:
         session.commit()
-    if count > limit.hits:
-        raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
+    hits: dict[str, int] = {key: int(count) for key, count in rows}
+    for (key, start), limit in windows:
+        if hits[key] > limit.hits:
+            raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
+
+
+SWEEP_ONE_IN = 500
 
 
 def _window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datetime]:

@@ -32,7 +32,6 @@ from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
 from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
 from rempart.registry import service as registry
-from rempart.registry.models import Practice
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
 PROOF_MAX_AGE = dt.timedelta(seconds=60)
@@ -281,10 +280,14 @@ def authenticate_call(
         raise InvalidClient("invalid_token")
     # Calls name the professional of this establishment they act for (audit and limits count
     # per professional): an RPPS registered and practising here.
-    professional = registry.find_professional(session, keystore, identifier=acting_for) if acting_for else None
-    if professional is None or session.get(Practice, (professional.id, client.establishment_id)) is None:
+    professional_id = (
+        registry.practising_professional(session, keystore, identifier=acting_for,
+                                         establishment_id=client.establishment_id)
+        if acting_for and len(acting_for) <= 11 else None
+    )  # fmt: skip
+    if professional_id is None:
         raise InvalidClient("invalid_request")
     # Committed at once, with the proof's spent jti: a refused call still spends both.
-    ratelimit.hit(session, ratelimit.API_CLIENT, f"client:{client.id}")
-    ratelimit.hit(session, ratelimit.API_PROFESSIONAL, f"professional:{professional.id}")
-    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), professional.identifier, professional.id)
+    ratelimit.hit_all(session, [(ratelimit.API_CLIENT, f"client:{client.id}"),
+                                (ratelimit.API_PROFESSIONAL, f"professional:{professional_id}")])  # fmt: skip
+    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), str(acting_for), professional_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -297,6 +298,54 @@ def _open_professional(session: Session, keystore: Keystore, row: Professional) 
         column: sealing.open_field(key, PROFESSIONALS, column, row.id, getattr(row, f"{column}_ct"))
         for column in sealing.ENCRYPTED_COLUMNS[PROFESSIONALS]
     }
+
+
+# Parsed guarantee schedules by content digest: rights checks and invoices read them on every
+# call, and a version's content only changes with its digest.
+_SCHEDULES: dict[str, Schedule] = {}
+
+
+def schedule_of_version(session: Session, *, version_id: uuid.UUID, digest: str) -> Schedule:
+    found = _SCHEDULES.get(digest)
+    if found is None:
+        stored = session.scalar(select(ScheduleVersion.schedule).where(ScheduleVersion.id == version_id))
+        found = parse_schedule(stored)
+        if len(_SCHEDULES) > 10_000:
+            _SCHEDULES.clear()
+        _SCHEDULES[digest] = found
+    return found
+
+
+# Which professional an API call acts for, per process for a minute: every call of practice
+# software names it, and resolving it decrypts an identifier per blind-index candidate.
+PRACTICE_CACHE_SECONDS = 60.0
+_practising: dict[tuple[str, uuid.UUID], tuple[float, uuid.UUID | None]] = {}
+
+
+def practising_professional(
+    session: Session, keystore: Keystore, *, identifier: str, establishment_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The id of the professional with this RPPS (or ADELI) practising at this establishment,
+    or None. Decrypts only the identifier of each candidate; remembered for a minute."""
+    now = time.monotonic()
+    cached = _practising.get((identifier, establishment_id))
+    if cached is not None and now - cached[0] < PRACTICE_CACHE_SECONDS:
+        return cached[1]
+    bidx = _professional_index(session, keystore).value(identifier)
+    rows = session.execute(
+        select(Professional.id, Professional.dek_id, Professional.identifier_ct)
+        .join(Practice, Practice.professional_id == Professional.id)
+        .where(Professional.identifier_bidx == bidx, Practice.establishment_id == establishment_id)
+    ).all()
+    found = None
+    for row_id, dek_id, identifier_ct in rows:
+        key = keystore.field_key(session, dek_id)
+        if fields.decrypt(key, PROFESSIONALS, "identifier", str(row_id), identifier_ct) == identifier:
+            found = row_id
+    if len(_practising) > 100_000:
+        _practising.clear()
+    _practising[(identifier, establishment_id)] = (now, found)
+    return found
 
 
 def find_professional(session: Session, keystore: Keystore, *, identifier: str) -> ProfessionalView | None:
