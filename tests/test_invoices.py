@@ -19,7 +19,7 @@ from rempart.care.models import Consumption, Engagement, Invoice, InvoiceEvent
 from rempart.platform import Platform
 
 from apikit import PracticeSoftware
-from carekit import TODAY, engage, line, pharmacy
+from carekit import TODAY, card_body, engage, line, pharmacy
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +214,21 @@ def engage_without_log(platform: Platform, software: PracticeSoftware) -> str:
     """The engagement already made (a rights check needs the log too)."""
     with platform.session() as session:
         return str(session.scalars(select(Engagement.number)).first())
+
+
+def test_a_lapsed_reservation_counts_no_more(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
+    platform, software = pharmacy
+    engagement = engage(software, "optical")
+    frame = [line("optical", "frame", price="150.00", br="0.05", rate=60)]
+    assert software.post(AGREEMENTS, {"engagement": engagement, "lines": frame}).status_code == 201
+
+    def optical_remaining() -> str:
+        answer = software.post("/api/v1/care/eligibility", card_body(domains=["optical"])).json()
+        flat = [lv for lv in answer["domains"][0]["levels"] if lv["kind"] == "flat"]
+        return str(flat[0]["remaining"])
+
+    assert optical_remaining() == "150.00"  # 250 less the 100 the frame holds
+    with platform.session() as session:
+        session.execute(update(Consumption).values(reserved_until=TODAY - dt.timedelta(days=1)))
+        session.commit()
+    assert optical_remaining() == "250.00"

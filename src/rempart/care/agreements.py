@@ -19,7 +19,7 @@ from rempart.audit import events as ev
 from rempart.audit.service import Recorder
 from rempart.care import lines as care_lines
 from rempart.care.caller import CareCaller
-from rempart.care.eligibility import CareInputError
+from rempart.care.errors import CareInputError
 from rempart.care.models import Agreement, CareLine, Consumption
 from rempart.coverage.compute import ZERO, Line, LineShare
 from rempart.coverage.summary import AGREEMENT_DOMAINS

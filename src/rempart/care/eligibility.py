@@ -23,13 +23,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from rempart.audit import events as ev
 from rempart.audit.service import Recorder
+from rempart.care import lines as care_lines
 from rempart.care.caller import CareCaller
-from rempart.care.models import Consumption, Engagement, RightsCheck
+from rempart.care.errors import CareInputError
+from rempart.care.models import Engagement, RightsCheck
 from rempart.coverage.compute import Consumed
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule
 from rempart.coverage.summary import AGREEMENT_DOMAINS, Level, Remaining, summarize
@@ -37,7 +39,7 @@ from rempart.crypto.keystore import Keystore
 from rempart.guard import decide
 from rempart.registry import identifiers
 from rempart.registry import service as registry
-from rempart.registry.models import Contract, CoveragePeriod, Insurer, ScheduleVersion
+from rempart.registry.models import Contract, Insurer, ScheduleVersion
 
 CARE_DATE_AHEAD = dt.timedelta(days=31)  # a check ahead of planned care (glasses, a stay)
 CARE_DATE_BACK = dt.timedelta(days=730)  # invoices may follow care by up to two years
@@ -51,15 +53,6 @@ NOT_COVERED = "not_covered"
 NO_COVERAGE_ON_DATE = "no_coverage_on_date"
 NO_GUARANTEE = "no_guarantee"
 _ENGAGEMENT_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32: no I, L, O, U
-
-
-class CareInputError(ValueError):
-    """A request the service refuses before doing anything: `field` and why (no value echoed)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -187,7 +180,7 @@ def check_rights(
     session.add(check)
     # A miss walks the same coverage queries as a hit, for an id that matches nothing: the
     # answer differs, the work (and so the time it takes) does not.
-    answer = _coverage(session, check, insurer, found.beneficiary_id if found else uuid.uuid4(), request)
+    answer = _coverage(session, check, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     if found is None:
         decide.found_nobody(session, professional_id=caller.professional_id)
         session.flush()
@@ -209,29 +202,42 @@ def check_rights(
     return answer
 
 
+# The coverage period holding the care date, its contract, and the schedule version in force:
+# one round trip.
+COVERAGE_ON = text("""
+SELECT cp.start_date, cp.end_date, c.code, sv.id, sv.sha256
+FROM coverage_periods cp
+JOIN contracts c ON c.id = cp.contract_id
+LEFT JOIN LATERAL (
+    SELECT v.id, v.sha256 FROM schedule_versions v
+    WHERE v.contract_id = cp.contract_id AND v.valid_from <= :day AND (v.valid_to IS NULL OR v.valid_to >= :day)
+    ORDER BY v.valid_from DESC LIMIT 1
+) sv ON true
+WHERE cp.beneficiary_id = :beneficiary AND cp.start_date <= :day AND (cp.end_date IS NULL OR cp.end_date >= :day)
+ORDER BY cp.start_date DESC LIMIT 1
+""")
+
+
 def _coverage(
-    session: Session, check: RightsCheck, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest
-) -> RightsAnswer:
+    session: Session, check: RightsCheck, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest,
+    today: dt.date,
+) -> RightsAnswer:  # fmt: skip
     day = request.care_date
-    period = session.execute(
-        select(CoveragePeriod, Contract).join(Contract, Contract.id == CoveragePeriod.contract_id)
-        .where(CoveragePeriod.beneficiary_id == beneficiary_id, CoveragePeriod.start_date <= day,
-               (CoveragePeriod.end_date.is_(None)) | (CoveragePeriod.end_date >= day))
-        .order_by(CoveragePeriod.start_date.desc()).limit(1)
-    ).first()  # fmt: skip
-    # The three queries run whatever the first finds (see check_rights: same work on each path).
-    schedule = _schedule_on(session, period[1].id if period else uuid.uuid4(), day)
-    consumption = _consumption(session, beneficiary_id)
+    # Both queries run whatever the first finds (see check_rights: the same work on each path).
+    period = session.execute(COVERAGE_ON, {"day": day, "beneficiary": beneficiary_id}).first()
+    consumption = care_lines.consumption(session, beneficiary_id, today)
     if period is None:
         domains = tuple(_not_covered(domain, NO_COVERAGE_ON_DATE) for domain in request.domains)
         return RightsAnswer(check.id, NOT_COVERED, day, insurer.amc_number, domains=domains)
-    coverage, contract = period
+    start, end, code, version_id, digest = period
+    schedule = None if version_id is None else registry.schedule_of_version(session, version_id=version_id,
+                                                                            digest=digest)  # fmt: skip
     domains = tuple(_domain_answer(schedule, domain, day, consumption) for domain in request.domains)
     covered = any(domain.covered for domain in domains)
     engagement = new_engagement_number() if covered else None
     return RightsAnswer(
-        check.id, COVERED if covered else NOT_COVERED, day, insurer.amc_number, guarantee=contract.code,
-        valid_from=coverage.start_date, valid_to=coverage.end_date, engagement=engagement,
+        check.id, COVERED if covered else NOT_COVERED, day, insurer.amc_number, guarantee=code,
+        valid_from=start, valid_to=end, engagement=engagement,
         engagement_valid_until=day + dt.timedelta(days=ENGAGEMENT_DAYS) if covered else None, domains=domains,
     )  # fmt: skip
 
@@ -249,22 +255,3 @@ def _domain_answer(
     if not summary.covered:
         return _not_covered(domain, NO_GUARANTEE)
     return DomainAnswer(domain, True, None, summary.prior_agreement_required, summary.levels, summary.ceilings)
-
-
-def _schedule_on(session: Session, contract_id: uuid.UUID, day: dt.date) -> Schedule | None:
-    version = session.execute(
-        select(ScheduleVersion.id, ScheduleVersion.sha256)
-        .where(ScheduleVersion.contract_id == contract_id, ScheduleVersion.valid_from <= day,
-               (ScheduleVersion.valid_to.is_(None)) | (ScheduleVersion.valid_to >= day))
-        .order_by(ScheduleVersion.valid_from.desc()).limit(1)
-    ).first()  # fmt: skip
-    return None if version is None else registry.schedule_of_version(session, version_id=version[0], digest=version[1])
-
-
-def _consumption(session: Session, beneficiary_id: uuid.UUID) -> list[Consumed]:
-    rows = session.execute(
-        select(Consumption.domain, Consumption.act, Consumption.care_date, Consumption.amount).where(
-            Consumption.beneficiary_id == beneficiary_id, Consumption.state.in_(("reserved", "consumed"))
-        )
-    )
-    return [Consumed(domain, act, day, amount) for domain, act, day, amount in rows]

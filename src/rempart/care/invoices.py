@@ -33,7 +33,7 @@ from rempart.audit.service import Recorder
 from rempart.care import agreements
 from rempart.care import lines as care_lines
 from rempart.care.caller import CareCaller
-from rempart.care.eligibility import CareInputError
+from rempart.care.errors import CareInputError
 from rempart.care.models import Agreement, CareLine, Consumption, Engagement, Invoice, InvoiceEvent
 from rempart.coverage.compute import NO_COVERAGE_ON_DATE, ZERO, Line, LineShare
 from rempart.coverage.summary import AGREEMENT_DOMAINS

@@ -14,7 +14,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from rempart.care.caller import CareCaller
-from rempart.care.eligibility import CareInputError
+from rempart.care.errors import CareInputError
 from rempart.care.models import Consumption, Engagement
 from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, no_share, share
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS

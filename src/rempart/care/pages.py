@@ -21,6 +21,7 @@ from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
 from rempart.care.caller import CareCaller
 from rempart.care.card import CardError, parse_card
+from rempart.care.errors import CareInputError
 from rempart.care.lines import LineIn
 from rempart.coverage.schedule import KNOWN_DOMAINS
 from rempart.identity import service
@@ -76,7 +77,7 @@ def _date(value: str, field: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value.strip())
     except ValueError:
-        raise rights.CareInputError(field, "a date (YYYY-MM-DD)") from None
+        raise CareInputError(field, "a date (YYYY-MM-DD)") from None
 
 
 def _lines(form: Any) -> list[LineIn]:
@@ -116,7 +117,7 @@ def build_router(platform: Platform) -> APIRouter:
                                        request_id=getattr(request.state, "request_id", None))  # fmt: skip
         return caller, platform.audit.for_request(context)
 
-    def refused(request: Request, name: str, error: rights.CareInputError, context: dict[str, Any]) -> Response:
+    def refused(request: Request, name: str, error: CareInputError, context: dict[str, Any]) -> Response:
         message = f"« {field_fr(error.field)} » : {error.reason}"
         return page(request, name, {**context, "error": message, "error_field": error.field})
 
@@ -146,7 +147,7 @@ def build_router(platform: Platform) -> APIRouter:
             try:
                 asked = _rights_request(values, domains)
                 answer = rights.check_rights(session, platform.keystore, caller=caller, request=asked, audit=audit)
-            except rights.CareInputError as error:
+            except CareInputError as error:
                 return refused(request, "care_rights.html", error, {"title": title, "form": values,
                                                                      "chosen": domains})  # fmt: skip
         return page(request, "care_rights.html", {"title": title, "form": {}, "answer": answer})
@@ -174,7 +175,7 @@ def build_router(platform: Platform) -> APIRouter:
             try:
                 answer = agreements.request_agreement(session, caller=caller, engagement=engagement,
                                                       lines=_lines(form), audit=audit)  # fmt: skip
-            except rights.CareInputError as error:
+            except CareInputError as error:
                 return refused(request, "care_agreement.html", error, {"title": title, "engagement": engagement})
         return page(request, "care_agreement.html", {"title": title, "engagement": engagement, "answer": answer})
 
@@ -208,7 +209,7 @@ def build_router(platform: Platform) -> APIRouter:
                     session, caller=caller, idempotency_key=str(form.get("key", ""))[:100], engagement=engagement,
                     agreement=agreement or None, lines=_lines(form), audit=audit,
                 )  # fmt: skip
-            except rights.CareInputError as error:
+            except CareInputError as error:
                 listed = invoices.list_invoices(session, caller=caller)
                 return refused(request, "care_invoices.html", error, {
                     "title": "Factures", "invoices": listed, "engagement": engagement, "agreement": agreement,
@@ -223,7 +224,7 @@ def build_router(platform: Platform) -> APIRouter:
             if found is None:
                 return RedirectResponse("/login", status_code=303)
             caller, audit = found
-            with contextlib.suppress(rights.CareInputError):  # already cancelled or paid: the list shows it
+            with contextlib.suppress(CareInputError):  # already cancelled or paid: the list shows it
                 invoices.cancel_invoice(session, caller=caller, invoice_id=invoice_id, audit=audit)
         return RedirectResponse("/care/invoices", status_code=303)
 
@@ -236,11 +237,11 @@ def _rights_request(values: dict[str, str], domains: list[str]) -> rights.Rights
         try:
             card = parse_card(values["card_2d"])
         except CardError as exc:
-            raise rights.CareInputError("card_2d", exc.reason) from None
+            raise CareInputError("card_2d", exc.reason) from None
         amc, member = card.amc_number, card.member_number
     rank = values["birth_rank"]
     if rank and not rank.isdigit():
-        raise rights.CareInputError("birth_rank", "a digit from 1 to 9")
+        raise CareInputError("birth_rank", "a digit from 1 to 9")
     return rights.RightsRequest(
         amc_number=amc, birth_date=_date(values["birth_date"], "birth_date"),
         care_date=_date(values["care_date"], "care_date"), domains=tuple(domains),

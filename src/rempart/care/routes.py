@@ -19,6 +19,7 @@ from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
 from rempart.care import fhir as care_fhir
 from rempart.care.caller import CareCaller
+from rempart.care.errors import CareInputError
 from rempart.care.schemas import (
     AgreementIn,
     AgreementOut,
@@ -52,7 +53,7 @@ class Proof:
         self.authorization, self.dpop, self.acting_rpps = authorization, dpop, x_acting_rpps
 
 
-def input_refused(error: rights.CareInputError) -> JSONResponse:
+def input_refused(error: CareInputError) -> JSONResponse:
     return JSONResponse({"error": "invalid_request", "field": error.field, "reason": error.reason}, status_code=422)
 
 
@@ -88,7 +89,7 @@ def build_router(platform: Platform) -> APIRouter:
                                            request_id=getattr(request.state, "request_id", None))  # fmt: skip
             try:
                 return use_case(session, caller, platform.audit.for_request(context))
-            except rights.CareInputError as error:
+            except CareInputError as error:
                 if fhir:
                     expression = care_fhir.expression_of(error.field)
                     return fhir_refused([("business-rule" if error.field == "engagement" else "invalid", expression,

@@ -12,6 +12,7 @@ from rempart.care import eligibility as rights
 from rempart.care import lines as care_lines
 from rempart.care.agreements import AgreementAnswer
 from rempart.care.card import CardError, parse_card
+from rempart.care.errors import CareInputError
 from rempart.care.invoices import REJECTIONS, InvoiceAnswer
 from rempart.coverage.compute import LineShare
 
@@ -40,16 +41,16 @@ class EligibilityIn(_In):
             try:
                 card = parse_card(self.card_2d)
             except CardError as exc:
-                raise rights.CareInputError(f"card_2d.{exc.part}", exc.reason) from None
+                raise CareInputError(f"card_2d.{exc.part}", exc.reason) from None
             if amc is not None and amc.strip() != card.amc_number:
-                raise rights.CareInputError("amc_number", "differs from the card's")
+                raise CareInputError("amc_number", "differs from the card's")
             if member is not None:
-                raise rights.CareInputError("member_number", "the card's payload already gives it")
+                raise CareInputError("member_number", "the card's payload already gives it")
             if not card.valid_on(self.care_date):
-                raise rights.CareInputError("card_2d", "the card is not valid on the care date")
+                raise CareInputError("card_2d", "the card is not valid on the care date")
             amc, member = card.amc_number, card.member_number
         if amc is None:
-            raise rights.CareInputError("amc_number", "required (or a scanned card_2d)")
+            raise CareInputError("amc_number", "required (or a scanned card_2d)")
         return rights.RightsRequest(
             amc_number=amc, birth_date=self.birth_date, care_date=self.care_date, domains=tuple(self.domains),
             member_number=member, birth_rank=self.birth_rank, nir=self.nir,
