@@ -156,3 +156,21 @@ def test_software_and_pages_share_one_use_case(pharmacist: Pharmacist) -> None:
     assert sent.status_code == 201 and sent.json()["state"] == "accepted", sent.text
     listed = client.get("/care/invoices", headers={"cookie": f"rempart_session={token}"})
     assert sent.json()["id"] in listed.text
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"birth_rank": "²"}, "rang de naissance"),
+        ({"card_2d": Card(AMC_A, ("TP",), "01", "M0000001", dt.date(2020, 1, 1), dt.date(2020, 12, 31)).payload()},
+         "code 2D de la carte"),
+        ({"nir": "180057505600147"}, "identification"),
+    ],
+)  # fmt: skip
+def test_the_portal_refuses_what_the_api_refuses(pharmacist: Pharmacist, change: dict[str, str], field: str) -> None:
+    _, client, token, _ = pharmacist
+    form = {"amc_number": AMC_A, "member_number": "M0000001", "birth_date": MEMBER_BIRTH.isoformat(),
+            "birth_rank": "1", "care_date": TODAY.isoformat(), "domains": "pharmacy", **change}  # fmt: skip
+    page = client.post("/care/rights", headers={"cookie": f"rempart_session={token}"}, data=form)
+    assert page.status_code == 200 and 'id="error"' in page.text and field in page.text, page.text[-500:]
+    assert 'id="engagement"' not in page.text  # nothing was checked

@@ -171,6 +171,7 @@ def test_a_preauthorization_then_a_claim(pharmacy: tuple[Platform, PracticeSoftw
         (lambda c: c.update(provider={"identifier": {"system": fhir.RPPS_SYSTEM, "value": "10001234567"}}),
          "Claim.provider"),
         (lambda c: c.update(status=7), "Claim.status"),
+        (lambda c: c["item"][0].update(servicedDate=str(TODAY.year)), "Claim.item[0].servicedDate"),
     ],
 )  # fmt: skip
 def test_refusals_are_operation_outcomes_naming_the_element(
@@ -209,3 +210,11 @@ def test_fhir_json_content_type_is_taken(pharmacy: tuple[Platform, PracticeSoftw
                  "DPoP": proof(software.dpop_key, "POST", url, software.token), "X-Acting-RPPS": software.rpps},
     )  # fmt: skip
     assert answer.status_code == 200 and answer.json()["disposition"] == "covered"
+
+
+def test_a_partial_birth_date_is_refused_not_logged(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
+    _, software = pharmacy
+    body = eligibility_request(software)
+    body["contained"][0]["birthDate"] = "1980"
+    answer = software.post(ELIGIBILITY, body)
+    assert answer.status_code == 422 and answer.json()["issue"][0]["expression"] == ["Patient.birthDate"]

@@ -152,6 +152,8 @@ def test_rejections_say_why(pharmacy: tuple[Platform, PracticeSoftware]) -> None
         ({"act": "PHA; DROP TABLE"}, "lines[0].act"),
         ({"basket": "premium"}, "lines[0].basket"),
         ({"colour": "red"}, "lines.0.colour"),
+        ({"price": "1e30"}, "lines[0].price"),  # beyond Decimal's precision: refused, not a 500
+        ({"price": "0.52", "br": "1.05", "amo_rate": 50}, "lines[0].price"),  # 0.525 rounds up: 0.53 > 0.52
     ],
 )
 def test_bad_lines_are_refused_by_field_and_change_nothing(
@@ -232,3 +234,39 @@ def test_a_lapsed_reservation_counts_no_more(pharmacy: tuple[Platform, PracticeS
         session.execute(update(Consumption).values(reserved_until=TODAY - dt.timedelta(days=1)))
         session.commit()
     assert optical_remaining() == "250.00"
+
+
+def test_an_agreement_pays_once_and_no_more_than_agreed(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
+    platform, software = pharmacy
+    engagement = engage(software, "optical", "pharmacy")
+    quote = [line("optical", "lens", price="100.00", br="0.05", rate=60)]
+    agreement = software.post(AGREEMENTS, {"engagement": engagement, "lines": quote}).json()
+    assert agreement["amc_total"] == "99.97"
+    # Four invoices at once on the one agreement: one is paid, the others find it used.
+    lenses = [[line("optical", f"lens{i}", price="200.00", br="0.05", rate=60)] for i in range(4)]
+    bodies = [{"engagement": engagement, "agreement": agreement["number"], "lines": lens} for lens in lenses]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = [a.json() for a in pool.map(lambda body: invoice(software, body), bodies)]
+    accepted = [a for a in answers if a["state"] == "accepted"]
+    assert len(accepted) == 1 and {a["reason"] for a in answers if a["state"] == "rejected"} == {"agreement_invalid"}
+    # The dearer lens is paid what was agreed, not what the flat would have allowed.
+    assert accepted[0]["amc_total"] == "99.97" and accepted[0]["patient_total"] == "100.00"
+
+    other = software.post(AGREEMENTS, {"engagement": engagement, "lines": quote}).json()
+    unrelated = invoice(software, {"engagement": engagement, "agreement": other["number"], "lines": [line()]}).json()
+    assert unrelated["state"] == "rejected" and unrelated["reason"] == "agreement_invalid"
+    with platform.session() as session:
+        assert session.scalar(select(func.count()).select_from(Invoice).where(Invoice.state == "accepted")) == 1
+
+
+def test_a_replay_is_audited_like_any_disclosure(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
+    platform, software = pharmacy
+    body = {"engagement": engage(software, "pharmacy"), "lines": [line()]}
+    invoice(software, body, key="once")
+    again = invoice(software, body, key="once")
+    assert again.status_code == 200
+    platform.audit.log.sync()
+    with platform.session() as session:
+        bodies = [ev.decode(bytes(b)) for b in session.execute(text("SELECT body FROM audit.events")).scalars()]
+    replayed = [d for d in bodies if d["request"] == again.headers["x-request-id"]]
+    assert [(d["action"], d["subject"] is not None) for d in replayed] == [("invoice.replay", True)]

@@ -121,9 +121,10 @@ def agreement_of(session: Session, caller: CareCaller, number: str) -> Agreement
 def cancel_agreement(session: Session, *, caller: CareCaller, number: str, audit: Recorder) -> None:
     """The professional gives up a quote: its reservations are released."""
     found = agreement_of(session, caller, number)
+    care_lines.lock_beneficiary(session, found.beneficiary_id)
+    session.refresh(found, with_for_update=True)  # an invoice may have used it while we waited
     if found.state != "granted":
         raise CareInputError("agreement", f"already {found.state}")
-    care_lines.lock_beneficiary(session, found.beneficiary_id)
     found.state, found.closed_at = "cancelled", utcnow()
     care_lines.release(session, found.id)
     audit.wrote(session, "agreement.cancel", purpose="tiers-payant", subject=(ev.BENEFICIARY, found.beneficiary_id),

@@ -146,15 +146,22 @@ def rights_request(document: Any) -> tuple[RightsRequest, Any]:
     if rank is None and patient.multipleBirthBoolean is False:
         rank = 1
     request = RightsRequest(
-        amc_number=str(amc), birth_date=_as_date(patient.birthDate), care_date=_as_date(care_date),
+        amc_number=str(amc), birth_date=_as_date(patient.birthDate, "Patient.birthDate"),
+        care_date=_as_date(care_date, "CoverageEligibilityRequest.servicedDate"),
         domains=tuple(str(d) for d in domains), member_number=None if nir else coverage.subscriberId,
         birth_rank=None if nir else (rank if rank is not None else 1), nir=nir,
     )  # fmt: skip
     return request, resource
 
 
-def _as_date(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+def _as_date(value: Any, expression: str) -> dt.date:
+    """FHIR allows partial dates ("1980", "1980-05"); a care date and a birth date must be whole."""
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise FhirInputError(expression, "a full date, YYYY-MM-DD") from None
 
 
 def _money(amount: Decimal | None) -> dict[str, Any] | None:
@@ -270,7 +277,7 @@ def _line(item: Any, index: int) -> care_lines.LineIn:
     deductible = extensions.get(EXT_AMO_DEDUCTIBLE)
     basket = extensions.get(EXT_BASKET)
     return care_lines.LineIn(
-        domain=domain, act=act, date=_as_date(item.servicedDate), price=str(price.value),
+        domain=domain, act=act, date=_as_date(item.servicedDate, f"{where}.servicedDate"), price=str(price.value),
         br=str(base.valueMoney.value), amo_rate=str(rate.valueDecimal),
         amo_deductible=str(deductible.valueMoney.value) if deductible and deductible.valueMoney else "0.00",
         basket=str(basket.valueCode) if basket and basket.valueCode else None,

@@ -97,14 +97,16 @@ def submit_invoice(
     digest = request_digest(engagement, agreement, lines)
     earlier = _by_key(session, caller, key)
     if earlier is not None:
-        return _replayed(session, earlier, digest)
+        return _replayed(session, earlier, digest, audit)
     found = care_lines.engagement_of(session, caller, engagement)
     checked = care_lines.checked_lines(lines, earliest=today - INVOICE_BACK, latest=today + TOLERANCE_AHEAD)
     quoted = agreements.agreement_of(session, caller, agreement) if agreement else None
     care_lines.lock_beneficiary(session, found.beneficiary_id)
     earlier = _by_key(session, caller, key)  # a twin request may have made it while we waited for the lock
     if earlier is not None:
-        return _replayed(session, earlier, digest)
+        return _replayed(session, earlier, digest, audit)
+    if quoted is not None:  # its state as it is now, under the lock (another invoice may have used it)
+        session.refresh(quoted, with_for_update=True)
     invoice = Invoice(
         id=uuid.uuid4(), idempotency_key=key, request_sha256=digest, engagement_number=found.number,
         agreement_id=quoted.id if quoted else None, insurer_id=found.insurer_id, beneficiary_id=found.beneficiary_id,
@@ -121,11 +123,13 @@ def submit_invoice(
         earlier = _by_key(session, caller, key)
         if earlier is None:
             raise
-        return _replayed(session, earlier, digest)
+        return _replayed(session, earlier, digest, audit)
     reason = _precondition(session, found, quoted, checked, caller, today)
     counted = care_lines.consumption(session, found.beneficiary_id, today,
                                      except_source=quoted.id if quoted and reason is None else None)  # fmt: skip
     results = care_lines.shares(session, found.beneficiary_id, checked, counted)
+    if reason is None and quoted is not None:
+        results = _within_agreement(results, checked, quoted)
     if reason is None and any(r.reason == NO_COVERAGE_ON_DATE for r in results):
         reason = "no_coverage_on_date"
     if reason is None and sum((r.amc for r in results), ZERO) == 0:
@@ -149,12 +153,29 @@ def _by_key(session: Session, caller: CareCaller, key: str) -> Invoice | None:
     ).first()
 
 
-def _replayed(session: Session, earlier: Invoice, digest: str) -> InvoiceAnswer:
+def _replayed(session: Session, earlier: Invoice, digest: str, audit: Recorder) -> InvoiceAnswer:
+    """The invoice this key already made: its amounts are shown again, so the showing is audited."""
     if earlier.request_sha256 != digest:
         raise CareInputError("Idempotency-Key", "already used for a different invoice")
     answer = _answer(session, earlier)
     session.rollback()
+    audit.disclosed("invoice.replay", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, earlier.beneficiary_id)],
+                    fields=("amc_amounts",), detail={"invoice": str(earlier.id)})  # fmt: skip
     return InvoiceAnswer(**{**answer.__dict__, "replayed": True})
+
+
+def _within_agreement(results: list[LineShare], checked: list[Line], quoted: Agreement) -> list[LineShare]:
+    """An agreement binds what the insurer pays in its domain: never more than it agreed
+    (the lines may differ from the quote's; what exceeds the agreed total is the patient's)."""
+    left = quoted.amc_total
+    bound = []
+    for line, result in zip(checked, results, strict=True):
+        if line.domain == quoted.domain:
+            amc = min(result.amc, left)
+            left -= amc
+            result = LineShare(result.amo, amc, result.patient + (result.amc - amc), result.reason, result.rule)
+        bound.append(result)
+    return bound
 
 
 def _precondition(
@@ -171,7 +192,7 @@ def _precondition(
         return "agreement_required"
     if quoted is not None and (
         quoted.state != "granted" or quoted.expires_on < today or quoted.beneficiary_id != engagement.beneficiary_id
-        or needing - {quoted.domain}
+        or needing - {quoted.domain} or quoted.domain not in {line.domain for line in checked}
     ):  # fmt: skip
         return "agreement_invalid"
     for line in checked:

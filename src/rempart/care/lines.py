@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from rempart.care.caller import CareCaller
 from rempart.care.errors import CareInputError
 from rempart.care.models import Consumption, Engagement
-from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, no_share, share
+from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, cents, no_share, share
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS
 from rempart.registry import service as registry
 from rempart.registry.models import CoveragePeriod, ScheduleVersion
@@ -51,12 +51,12 @@ def _amount(value: str, where: str, *, percent: bool = False) -> Decimal:
         raise CareInputError(where, "not a number")
     if amount < 0:
         raise CareInputError(where, "negative")
-    if amount != amount.quantize(CENT):
-        raise CareInputError(where, "more than two decimals")
     if percent and amount > 100:
         raise CareInputError(where, "a rate is at most 100 (percent)")
-    if amount > MAX_AMOUNT:
+    if amount > MAX_AMOUNT:  # before any quantize: a 40-digit number is beyond its precision
         raise CareInputError(where, f"above {MAX_AMOUNT} euros")
+    if amount != amount.quantize(CENT):
+        raise CareInputError(where, "more than two decimals")
     return amount.quantize(CENT)
 
 
@@ -81,7 +81,7 @@ def checked_lines(lines: Sequence[LineIn], *, earliest: dt.date, latest: dt.date
         br = _amount(raw.br, f"{where}.br")
         rate = _amount(raw.amo_rate, f"{where}.amo_rate", percent=True)
         deductible = _amount(raw.amo_deductible, f"{where}.amo_deductible")
-        amo = (br * rate / 100).quantize(CENT)
+        amo = cents(br * rate / 100)  # as the computation rounds it: half up
         if deductible > amo:
             raise CareInputError(f"{where}.amo_deductible", "larger than what the mandatory scheme pays")
         if price < amo:

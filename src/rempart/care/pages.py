@@ -232,21 +232,30 @@ def build_router(platform: Platform) -> APIRouter:
 
 
 def _rights_request(values: dict[str, str], domains: list[str]) -> rights.RightsRequest:
-    amc, member = values["amc_number"], values["member_number"] or None
+    """The form's fields as the use case's request, refused as the REST door refuses them."""
+    amc, member, nir, rank = (
+        values["amc_number"],
+        values["member_number"] or None,
+        values["nir"] or None,
+        values["birth_rank"],
+    )
+    care_date = _date(values["care_date"], "care_date")
     if values["card_2d"]:
         try:
             card = parse_card(values["card_2d"])
         except CardError as exc:
             raise CareInputError("card_2d", exc.reason) from None
+        if not card.valid_on(care_date):
+            raise CareInputError("card_2d", "the card is not valid on the care date")
         amc, member = card.amc_number, card.member_number
-    rank = values["birth_rank"]
-    if rank and not rank.isdigit():
+    if nir is not None and (values["card_2d"] or member):
+        raise CareInputError("identification", "give either the card (or its numbers) or a NIR, not both")
+    if nir is None and (len(rank) != 1 or rank not in "123456789"):
         raise CareInputError("birth_rank", "a digit from 1 to 9")
     return rights.RightsRequest(
-        amc_number=amc, birth_date=_date(values["birth_date"], "birth_date"),
-        care_date=_date(values["care_date"], "care_date"), domains=tuple(domains),
-        member_number=None if values["nir"] else member, birth_rank=int(rank) if rank and not values["nir"] else None,
-        nir=values["nir"] or None,
+        amc_number=amc, birth_date=_date(values["birth_date"], "birth_date"), care_date=care_date,
+        domains=tuple(domains), member_number=member if nir is None else None,
+        birth_rank=int(rank) if nir is None else None, nir=nir,
     )  # fmt: skip
 
 

@@ -38,10 +38,18 @@ DOMAIN_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,39}")
 PERIODS = ("act", "calendar_year", "2y")
 
 
+MAX_AMOUNT = Decimal("10000000.00")
+
+
 def _money(value: Any) -> Decimal:
-    amount = Decimal(str(value))
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        raise ValueError("must be an amount in euros") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError("must be a non-negative amount in euros")
+    if amount > MAX_AMOUNT:  # before quantize: beyond 28 digits it cannot be rounded
+        raise ValueError(f"must be at most {MAX_AMOUNT} euros")
     if amount != amount.quantize(Decimal("0.01")):
         raise ValueError("must have at most two decimals")
     return amount

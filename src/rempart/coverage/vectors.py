@@ -36,7 +36,9 @@ def _amount(value: Any, where: str) -> Decimal:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise CaseError(f"{where}: {value!r} is not an amount") from None
-    if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")):
+    if not amount.is_finite() or abs(amount) > Decimal("1e12"):
+        raise CaseError(f"{where}: {value!r} is not a plausible amount")
+    if amount != amount.quantize(Decimal("0.01")):
         raise CaseError(f"{where}: {value!r} has more than two decimals")
     return amount
 
