@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from rempart.audit import events as ev
@@ -171,33 +171,30 @@ def check_rights(
         session, keystore, insurer=insurer, birth_date=request.birth_date, member_number=request.member_number,
         birth_rank=request.birth_rank, nir=request.nir,
     )  # fmt: skip
-    check = RightsCheck(
-        id=uuid.uuid4(), establishment_id=caller.establishment_id, professional_id=caller.professional_id,
-        api_client_id=caller.api_client_id, account_id=caller.account_id, insurer_id=insurer.id,
-        beneficiary_id=found.beneficiary_id if found else None, care_date=request.care_date,
-        domains=list(request.domains), outcome=NOT_FOUND,
-    )  # fmt: skip
-    session.add(check)
+    reference = uuid.uuid4()
     # A miss walks the same coverage queries as a hit, for an id that matches nothing: the
     # answer differs, the work (and so the time it takes) does not.
-    answer = _coverage(session, check, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
+    answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
+    outcome = NOT_FOUND if found is None else answer.outcome
+    session.execute(insert(RightsCheck).values(
+        id=reference, establishment_id=caller.establishment_id, professional_id=caller.professional_id,
+        api_client_id=caller.api_client_id, account_id=caller.account_id, insurer_id=insurer.id,
+        beneficiary_id=found.beneficiary_id if found else None, care_date=request.care_date,
+        domains=list(request.domains), outcome=outcome,
+    ))  # fmt: skip
     if found is None:
         decide.found_nobody(session, professional_id=caller.professional_id)
-        session.flush()
-        audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(check.id)})
+        audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(reference)})
         session.commit()
-        return RightsAnswer(check.id, NOT_FOUND, request.care_date, insurer.amc_number)
-    check.outcome = answer.outcome
+        return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
     if answer.engagement is not None:
-        engagement = Engagement(
-            number=answer.engagement, check_id=check.id, insurer_id=insurer.id, beneficiary_id=found.beneficiary_id,
+        session.execute(insert(Engagement).values(
+            number=answer.engagement, check_id=reference, insurer_id=insurer.id, beneficiary_id=found.beneficiary_id,
             establishment_id=caller.establishment_id, care_date=request.care_date,
             domains=[d.domain for d in answer.domains if d.covered], valid_until=answer.engagement_valid_until,
-        )  # fmt: skip
-        session.add(engagement)
-    session.flush()
+        ))  # fmt: skip
     audit.disclosed("rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, found.beneficiary_id)],
-                    fields=FIELDS_DISCLOSED, detail={"check": str(check.id), "outcome": answer.outcome})  # fmt: skip
+                    fields=FIELDS_DISCLOSED, detail={"check": str(reference), "outcome": answer.outcome})  # fmt: skip
     session.commit()
     return answer
 
@@ -219,7 +216,7 @@ ORDER BY cp.start_date DESC LIMIT 1
 
 
 def _coverage(
-    session: Session, check: RightsCheck, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest,
+    session: Session, reference: uuid.UUID, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest,
     today: dt.date,
 ) -> RightsAnswer:  # fmt: skip
     day = request.care_date
@@ -228,7 +225,7 @@ def _coverage(
     consumption = care_lines.consumption(session, beneficiary_id, today)
     if period is None:
         domains = tuple(_not_covered(domain, NO_COVERAGE_ON_DATE) for domain in request.domains)
-        return RightsAnswer(check.id, NOT_COVERED, day, insurer.amc_number, domains=domains)
+        return RightsAnswer(reference, NOT_COVERED, day, insurer.amc_number, domains=domains)
     start, end, code, version_id, digest = period
     schedule = None if version_id is None else registry.schedule_of_version(session, version_id=version_id,
                                                                             digest=digest)  # fmt: skip
@@ -236,7 +233,7 @@ def _coverage(
     covered = any(domain.covered for domain in domains)
     engagement = new_engagement_number() if covered else None
     return RightsAnswer(
-        check.id, COVERED if covered else NOT_COVERED, day, insurer.amc_number, guarantee=code,
+        reference, COVERED if covered else NOT_COVERED, day, insurer.amc_number, guarantee=code,
         valid_from=start, valid_to=end, engagement=engagement,
         engagement_valid_until=day + dt.timedelta(days=ENGAGEMENT_DAYS) if covered else None, domains=domains,
     )  # fmt: skip
