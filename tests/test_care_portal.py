@@ -121,7 +121,7 @@ def test_a_scanned_card_a_miss_and_a_refused_field(browser: Browser, pharmacist:
     page.fill("#engagement", engagement)
     fill_line(page, 0, "pharmacy", "PHA", "10.001", "10", "65")
     page.click("#send-invoice")
-    expect(page.locator("#error")).to_contain_text("ligne 1, prix")
+    expect(page.locator("#error")).to_contain_text("« ligne 1, prix » : plus de deux décimales")
     page.fill("#engagement", "E0000-0000-0000-0000")
     fill_line(page, 0, "pharmacy", "PHA", "10.00", "10", "65")
     page.click("#send-invoice")
@@ -161,7 +161,7 @@ def test_software_and_pages_share_one_use_case(pharmacist: Pharmacist) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"birth_rank": "²"}, "rang de naissance"),
+        ({"birth_rank": "²"}, "« rang de naissance » : un chiffre de 1 à 9"),
         ({"card_2d": Card(AMC_A, ("TP",), "01", "M0000001", dt.date(2020, 1, 1), dt.date(2020, 12, 31)).payload()},
          "code 2D de la carte"),
         ({"nir": "180057505600147"}, "identification"),

@@ -62,6 +62,55 @@ FIELDS_FR = {
 }  # fmt: skip
 
 
+# The use cases refuse in English (the API's words); the portal says the same in French.
+REFUSALS_FR = {
+    "no insurer with this AMC number uses Rempart": "aucun assureur utilisant Rempart n'a ce numéro AMC",
+    "more than two years ago": "il y a plus de deux ans",
+    "in the future": "dans le futur",
+    "a domain is named twice": "un domaine est coché deux fois",
+    "give either the member number with the rank of birth, or a NIR":
+        "indiquez soit le numéro d'adhérent avec le rang de naissance, soit un NIR",
+    "give either the card (or its numbers) or a NIR, not both":
+        "indiquez soit la carte (ou ses numéros), soit un NIR, pas les deux",
+    "1 to 20 letters or digits, as printed on the card": "1 à 20 lettres ou chiffres, comme sur la carte",
+    "the rank of birth is a digit from 1 to 9 (1 unless twins)": "un chiffre de 1 à 9 (1 sauf jumeaux)",
+    "a digit from 1 to 9": "un chiffre de 1 à 9",
+    "the card is not valid on the care date": "la carte n'est pas valable à la date des soins",
+    "unknown, or not issued to this establishment": "inconnu, ou délivré à un autre établissement",
+    "unknown, or not granted to this establishment": "inconnue, ou accordée à un autre établissement",
+    "unknown, or not sent by this establishment": "inconnue, ou envoyée par un autre établissement",
+    "expired: check the patient's rights again": "expiré : vérifiez de nouveau les droits du patient",
+    "a quote is for one care domain": "un devis porte sur un seul domaine de soins",
+    "the engagement does not cover this domain": "l'engagement ne couvre pas ce domaine",
+    "not a number": "ce n'est pas un nombre",
+    "negative": "montant négatif",
+    "more than two decimals": "plus de deux décimales",
+    "a rate is at most 100 (percent)": "un taux est d'au plus 100 (%)",
+    "unknown care domain": "domaine de soins inconnu",
+    "a date (YYYY-MM-DD)": "une date (AAAA-MM-JJ)",
+    "larger than what the mandatory scheme pays": "supérieure à ce que verse l'assurance maladie obligatoire",
+    "below what the mandatory scheme pays on this line": "inférieur à ce que verse l'assurance maladie obligatoire",
+    "already used for a different invoice": "déjà utilisé pour une autre facture : rechargez la page",
+}  # fmt: skip
+
+
+def refusal_fr(reason: str) -> str:
+    """A refusal's reason in French when it is one of the known wordings (else as given)."""
+    if reason in REFUSALS_FR:
+        return REFUSALS_FR[reason]
+    for english, french in (
+        ("at most ", "au plus "),
+        ("after ", "après le "),
+        ("before ", "avant le "),
+        ("between ", "entre "),
+        ("already ", "déjà "),
+        ("unknown care domain", "domaine inconnu"),
+    ):
+        if reason.startswith(english):
+            return french + reason[len(english) :].replace(" days ahead", " jours à l'avance")
+    return reason
+
+
 def field_fr(field: str) -> str:
     """A refused field, named in French ("ligne 2, prix")."""
     if field.startswith("lines["):
@@ -118,7 +167,7 @@ def build_router(platform: Platform) -> APIRouter:
         return caller, platform.audit.for_request(context)
 
     def refused(request: Request, name: str, error: CareInputError, context: dict[str, Any]) -> Response:
-        message = f"« {field_fr(error.field)} » : {error.reason}"
+        message = f"« {field_fr(error.field)} » : {refusal_fr(error.reason)}"
         return page(request, name, {**context, "error": message, "error_field": error.field})
 
     @router.get("/care", response_class=HTMLResponse)
