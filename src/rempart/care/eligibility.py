@@ -16,6 +16,7 @@ coverage, then the audit event is made durable, and only then the answer leaves.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import time
@@ -30,6 +31,7 @@ from rempart.audit import events as ev
 from rempart.audit.service import Recorder
 from rempart.care import lines as care_lines
 from rempart.care.caller import CareCaller
+from rempart.care.card import CardError, parse_card
 from rempart.care.errors import CareInputError
 from rempart.care.models import Engagement, RightsCheck
 from rempart.coverage.compute import Consumed
@@ -57,13 +59,14 @@ _ENGAGEMENT_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32
 
 @dataclass(frozen=True)
 class RightsRequest:
-    amc_number: str
+    amc_number: str | None
     birth_date: dt.date
     care_date: dt.date
     domains: tuple[str, ...]
     member_number: str | None = None
     birth_rank: int | None = None
     nir: str | None = None
+    card_2d: str | None = None  # the card's scanned payload, in place of the AMC and member numbers
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,30 @@ def new_engagement_number() -> str:
     return "E" + "-".join(body[i : i + 4] for i in range(0, 16, 4))
 
 
+def _from_card(request: RightsRequest) -> RightsRequest:
+    """A scanned card stands for the AMC and member numbers, if it is valid on the care date."""
+    if request.card_2d is None:
+        if request.amc_number is None:
+            raise CareInputError("amc_number", "required (or a scanned card_2d)")
+        return request
+    try:
+        card = parse_card(request.card_2d)
+    except CardError as exc:
+        raise CareInputError(f"card_2d.{exc.part}", exc.reason) from None
+    if not card.valid_on(request.care_date):
+        raise CareInputError("card_2d", "the card is not valid on the care date")
+    if request.amc_number is not None and request.amc_number.strip() != card.amc_number:
+        raise CareInputError("amc_number", "differs from the card's")
+    if request.member_number is not None:
+        raise CareInputError("member_number", "the card's payload already gives it")
+    if request.nir is not None:
+        raise CareInputError("identification", "give either the card (or its numbers) or a NIR, not both")
+    return dataclasses.replace(request, amc_number=card.amc_number, member_number=card.member_number, card_2d=None)
+
+
 def _validated(session: Session, request: RightsRequest, today: dt.date) -> tuple[RightsRequest, Insurer]:
+    request = _from_card(request)
+    assert request.amc_number is not None
     try:
         amc = identifiers.validate_amc_number(request.amc_number)
     except identifiers.IdentifierError as exc:

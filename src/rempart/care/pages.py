@@ -20,7 +20,6 @@ from rempart.audit.service import Recorder
 from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
 from rempart.care.caller import CareCaller
-from rempart.care.card import CardError, parse_card
 from rempart.care.errors import CareInputError
 from rempart.care.lines import LineIn
 from rempart.coverage.schedule import KNOWN_DOMAINS
@@ -281,30 +280,15 @@ def build_router(platform: Platform) -> APIRouter:
 
 
 def _rights_request(values: dict[str, str], domains: list[str]) -> rights.RightsRequest:
-    """The form's fields as the use case's request, refused as the REST door refuses them."""
-    amc, member, nir, rank = (
-        values["amc_number"],
-        values["member_number"] or None,
-        values["nir"] or None,
-        values["birth_rank"],
-    )
-    care_date = _date(values["care_date"], "care_date")
-    if values["card_2d"]:
-        try:
-            card = parse_card(values["card_2d"])
-        except CardError as exc:
-            raise CareInputError("card_2d", exc.reason) from None
-        if not card.valid_on(care_date):
-            raise CareInputError("card_2d", "the card is not valid on the care date")
-        amc, member = card.amc_number, card.member_number
-    if nir is not None and (values["card_2d"] or member):
-        raise CareInputError("identification", "give either the card (or its numbers) or a NIR, not both")
+    """The form's fields as the use case's request (which refuses what the REST door refuses)."""
+    nir, rank = values["nir"] or None, values["birth_rank"]
     if nir is None and (len(rank) != 1 or rank not in "123456789"):
         raise CareInputError("birth_rank", "a digit from 1 to 9")
     return rights.RightsRequest(
-        amc_number=amc, birth_date=_date(values["birth_date"], "birth_date"), care_date=care_date,
-        domains=tuple(domains), member_number=member if nir is None else None,
-        birth_rank=int(rank) if nir is None else None, nir=nir,
+        amc_number=values["amc_number"] or None, birth_date=_date(values["birth_date"], "birth_date"),
+        care_date=_date(values["care_date"], "care_date"), domains=tuple(domains),
+        member_number=values["member_number"] or None,
+        birth_rank=int(rank) if nir is None else None, nir=nir, card_2d=values["card_2d"] or None,
     )  # fmt: skip
 
 

@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from rempart.care import eligibility as rights
 from rempart.care import lines as care_lines
 from rempart.care.agreements import AgreementAnswer
-from rempart.care.card import CardError, parse_card
-from rempart.care.errors import CareInputError
 from rempart.care.invoices import REJECTIONS, InvoiceAnswer
 from rempart.coverage.compute import LineShare
 
@@ -36,24 +34,10 @@ class EligibilityIn(_In):
     domains: list[str] = Field(min_length=1, max_length=10, examples=[["pharmacy"]])
 
     def to_request(self) -> rights.RightsRequest:
-        amc, member = self.amc_number, self.member_number
-        if self.card_2d is not None:
-            try:
-                card = parse_card(self.card_2d)
-            except CardError as exc:
-                raise CareInputError(f"card_2d.{exc.part}", exc.reason) from None
-            if amc is not None and amc.strip() != card.amc_number:
-                raise CareInputError("amc_number", "differs from the card's")
-            if member is not None:
-                raise CareInputError("member_number", "the card's payload already gives it")
-            if not card.valid_on(self.care_date):
-                raise CareInputError("card_2d", "the card is not valid on the care date")
-            amc, member = card.amc_number, card.member_number
-        if amc is None:
-            raise CareInputError("amc_number", "required (or a scanned card_2d)")
         return rights.RightsRequest(
-            amc_number=amc, birth_date=self.birth_date, care_date=self.care_date, domains=tuple(self.domains),
-            member_number=member, birth_rank=self.birth_rank, nir=self.nir,
+            amc_number=self.amc_number, birth_date=self.birth_date, care_date=self.care_date,
+            domains=tuple(self.domains), member_number=self.member_number, birth_rank=self.birth_rank, nir=self.nir,
+            card_2d=self.card_2d,
         )  # fmt: skip
 
 
