@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
-import os
 import random
 import sys
 import tempfile
@@ -40,22 +40,15 @@ from rempart.audit import queries
 from rempart.audit import service as audit
 from rempart.audit.log import Record, append_batch
 from rempart.audit.verify import verify
-from rempart.db.server import libpq_url, sqlalchemy_url, start_embedded
+from rempart.db.server import libpq_url
 from rempart.platform import Platform, open_platform
 from rempart.settings import Settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+database_url = importlib.import_module("import").database_url  # bench/import.py: a fresh bench database
+
 WRITERS = 32
 ACCOUNTS = 2_000
-
-
-def database_url(folder: Path) -> str:
-    configured = os.environ.get("REMPART_DATABASE_URL")
-    base = sqlalchemy_url(configured) if configured else start_embedded(folder / "pg")
-    name = f"rempart_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(base), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    head, _, query = base.partition("?")
-    return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
 
 class Population:
