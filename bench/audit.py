@@ -6,8 +6,12 @@ breach-scoping window query.
 
 Runs against the embedded PostgreSQL in a temporary folder (or REMPART_DATABASE_URL, in a
 fresh database). In the same run:
-* `appends_per_s`: 32 writer threads, each building an event (address sealed, prefix hashed,
-  canonical bytes) and waiting until it is durable, through the platform's group committer;
+* `appends_per_s`: 32 writers, each building an event (address sealed, prefix hashed,
+  canonical bytes) and waiting until it is durable, as `rempart serve --workers` runs them:
+  threads of several server processes (`--processes`, 2 by default), every read committed
+  by the audit sequencer process;
+* `in_process_appends_per_s`: the same 32 writers as threads of one process, through its own
+  group committer (what a single-process server does), on a share of the events;
 * `handoff_ceiling_per_s`: the same 32 threads parking and being released by a thread doing
   nothing else: what CPython's thread hand-off alone allows, with no event and no commit;
 * `naive_appends_per_s`: the same 32 writers, each event sequenced and committed in its own
@@ -22,9 +26,11 @@ printed is JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -32,16 +38,17 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from rempart.audit import events as ev
 from rempart.audit import queries
 from rempart.audit import service as audit
-from rempart.audit.log import Record, append_batch
+from rempart.audit.log import Record, append_batch, columns
 from rempart.audit.verify import verify
 from rempart.db.server import libpq_url
-from rempart.platform import Platform, open_platform
+from rempart.platform import Platform, open_platform, serve_audit_sequencer
 from rempart.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,6 +112,83 @@ def group_appends(platform: Platform, population: Population, count: int) -> flo
     return run_writers(count, lambda rng: platform.audit.disclosed([population.event(platform.audit, rng)]))
 
 
+def sequencer_main(data_dir: str, url: str, path: str) -> None:
+    """The sequencer process (what `rempart serve --workers` starts)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_audit_sequencer(Settings(data_dir=Path(data_dir), database_url=url), Path(path))
+
+
+def writer_process(data_dir: str, url: str, path: str, seed: int, index: int, count: int, threads: int,
+                   barrier: Any, results: Any) -> None:  # fmt: skip
+    """One server process's share of the writers, appending through the sequencer."""
+    settings = Settings(data_dir=Path(data_dir), database_url=url, audit_sequencer=Path(path))
+    platform = open_platform(settings, run_migrations=False)
+    population = Population(seed)
+    per_thread = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def writer(slot: int) -> None:
+        rng = random.Random(index * 1000 + slot)
+        try:
+            for _ in range(per_thread[slot]):
+                platform.audit.disclosed([population.event(platform.audit, rng)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(slot,)) for slot in range(threads)]
+    barrier.wait()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    platform.close()
+    results.put(repr(errors[0]) if errors else None)
+
+
+class SequencedWriters:
+    """The sequencer process and `processes` writer processes sharing WRITERS threads."""
+
+    def __init__(self, folder: Path, url: str, processes: int, seed: int) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.args = (str(folder / "data"), url)
+        self.path = folder / "audit.sock"
+        self.processes = processes
+        self.seed = seed
+        self.sequencer = self.context.Process(target=sequencer_main, args=(*self.args, str(self.path)), daemon=True)
+        self.sequencer.start()
+        while not self.path.exists():
+            if not self.sequencer.is_alive():
+                raise RuntimeError("the sequencer did not start")
+            time.sleep(0.05)
+        time.sleep(0.2)  # bound, then listening
+
+    def run(self, count: int) -> float:
+        threads = [WRITERS // self.processes + (1 if i < WRITERS % self.processes else 0)
+                   for i in range(self.processes)]  # fmt: skip
+        shares = [count * t // WRITERS for t in threads]
+        shares[0] += count - sum(shares)
+        barrier, results = self.context.Barrier(self.processes + 1), self.context.Queue()
+        children = []
+        for i in range(self.processes):
+            share = (*self.args, str(self.path), self.seed, i, shares[i], threads[i], barrier, results)
+            children.append(self.context.Process(target=writer_process, args=share))
+        for child in children:
+            child.start()
+        barrier.wait()
+        started = time.perf_counter()
+        outcomes = [results.get() for _ in children]
+        elapsed = time.perf_counter() - started
+        for child in children:
+            child.join()
+        if any(outcomes):
+            raise RuntimeError(f"a writer failed: {next(o for o in outcomes if o)}")
+        return elapsed
+
+    def stop(self) -> None:
+        self.sequencer.terminate()
+        self.sequencer.join(timeout=10)
+
+
 def naive_appends(platform: Platform, population: Population, count: int) -> float:
     local = threading.local()
 
@@ -112,7 +196,7 @@ def naive_appends(platform: Platform, population: Population, count: int) -> flo
         if not hasattr(local, "conn"):
             local.conn = psycopg.connect(libpq_url(platform.url))
         event = population.event(platform.audit, rng)
-        append_batch(local.conn, [Record.of(event)], lock=True)
+        append_batch(local.conn, [columns(Record.of(event))], lock=True)
 
     return run_writers(count, one)
 
@@ -172,27 +256,36 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50,000 events")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--processes", type=int, default=2, help="server processes sharing the 32 writers")
     parser.add_argument(
         "--grow", type=int, default=0,
         help="afterwards, bulk-load up to this many events (batches of 5,000) and time the window query again",
     )  # fmt: skip
     args = parser.parse_args()
     events = 50_000 if args.quick else args.events
-    naive_events = max(2_000, events // 50)
 
     folder = Path(tempfile.mkdtemp(prefix="rempart-bench-audit-"))
     url = database_url(folder)
     platform = open_platform(Settings(data_dir=folder / "data", database_url=url))
     population = Population(args.seed)
-    platform.audit.log.start()
 
+    in_process_events = max(5_000, events // 20)
+    naive_events = max(2_000, events // 50)
+    sequenced = SequencedWriters(folder, url, args.processes, args.seed)
     tenth = events // 10
-    seconds = group_appends(platform, population, tenth)
+    seconds = sequenced.run(tenth)
     window_small = window_query(platform, population)
-    seconds += group_appends(platform, population, events - tenth)
-    appends_per_s = events / seconds
-    batches = platform.audit.log.batches
-    print(f"group commit: {events} events in {seconds:.1f} s, {events / max(batches, 1):.1f} events per commit",
+    seconds += sequenced.run(events - tenth - in_process_events - naive_events)
+    sequenced.stop()
+    appends_per_s = (events - in_process_events - naive_events) / seconds
+    print(f"sequencer: {events - in_process_events - naive_events} events in {seconds:.1f} s "
+          f"({args.processes} writer processes)", file=sys.stderr)  # fmt: skip
+
+    platform.audit.log.start()
+    in_process_s = group_appends(platform, population, in_process_events)
+    in_process_per_s = in_process_events / in_process_s
+    per_commit = in_process_events / max(platform.audit.log.batches, 1)
+    print(f"in-process committer: {in_process_events} events in {in_process_s:.1f} s, {per_commit:.1f} per commit",
           file=sys.stderr)  # fmt: skip
 
     ceiling_per_s = handoff_ceiling(min(events, 200_000))
@@ -219,13 +312,15 @@ def main() -> None:
         with psycopg.connect(libpq_url(platform.url)) as conn:
             while total < args.grow:
                 size = min(5_000, args.grow - total)
-                append_batch(conn, [Record.of(population.event(platform.audit, rng)) for _ in range(size)], lock=True)
+                append_batch(conn, [columns(Record.of(population.event(platform.audit, rng))) for _ in range(size)],
+                             lock=True)  # fmt: skip
                 total += size
         grown = {"grown_to": total, "window_query_s_grown": round(window_query(platform, population), 4)}
     platform.close()
     print(json.dumps({
         "bench": "audit", "events": report.events, "appends_per_s": round(appends_per_s),
         "naive_appends_per_s": round(naive_per_s), "ratio": round(appends_per_s / naive_per_s, 1),
+        "in_process_appends_per_s": round(in_process_per_s), "writer_processes": args.processes,
         "handoff_ceiling_per_s": round(ceiling_per_s),
         "verify_events_per_s": round(report.events / report.seconds), "window_query_s": round(window_full, 4),
         "window_query_s_at_tenth": round(window_small, 4), **grown,

@@ -334,7 +334,7 @@ def test_v16_an_earlier_checkpoint_bounds_a_change_the_hints_hide(platform: Plat
 def test_v16_the_head_moves_only_from_the_frontier_a_process_knows(platform: Platform) -> None:
     """A stale copy of the head at the right size (after a restore, say) cannot extend the tree,
     and sequencing times never go back even when a clock does."""
-    from rempart.audit.log import HeadMoved, Record, Tip, append_batch
+    from rempart.audit.log import HeadMoved, Record, Tip, append_batch, columns
     from rempart.audit.merkle import Frontier
 
     read_events(platform, 3)
@@ -342,9 +342,9 @@ def test_v16_the_head_moves_only_from_the_frontier_a_process_knows(platform: Pla
     with psycopg.connect(libpq_url(platform.url)) as conn:
         stale = Tip(Frontier(3, [b"\x01" * 32, b"\x02" * 32]), 0)
         with pytest.raises(HeadMoved):
-            append_batch(conn, [Record.of(event)], tip=stale, drain=False)
+            append_batch(conn, [columns(Record.of(event))], tip=stale, drain=False)
         future = 4_000_000_000_000_000  # microseconds: year 2096
         conn.execute("UPDATE audit.head SET logged_us = %s", (future,))
         conn.commit()
-        _, tip = append_batch(conn, [Record.of(event)], lock=True)
+        _, tip = append_batch(conn, [columns(Record.of(event))], lock=True)
         assert tip.logged_us == future and tip.frontier.size == 4

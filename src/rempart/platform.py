@@ -5,13 +5,16 @@ Every door (CLI, API, tests) opens one `Platform` and passes its parts to servic
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rempart.audit import service as audit_service
 from rempart.audit.log import AuditLog, Head, ensure_partitions
+from rempart.audit.sequencer import Client, Sequencer
 from rempart.crypto.keystore import Keystore
 from rempart.crypto.local import LocalKeyringProvider
 from rempart.crypto.provider import KeyProvider
@@ -129,7 +133,8 @@ def open_platform(settings: Settings | None = None, *, run_migrations: bool = Tr
         session.commit()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         ensure_partitions(conn, dt.date.today())
-    log = AuditLog(lambda: psycopg.connect(libpq_url(url)))
+    sequencer = Client(settings.audit_sequencer) if settings.audit_sequencer else None
+    log = AuditLog(lambda: psycopg.connect(libpq_url(url)), sequencer=sequencer)
     # The audit's own small pool: requests waiting for their event to commit hold the main
     # pool's connections, so the audit must never need one of those to make progress.
     audit_sessions = make_sessionmaker(make_engine(url, pool_size=2))
@@ -154,3 +159,34 @@ def _periodic_checkpoints(
             audit_service.make_checkpoint(session, keystore, settings.audit_log_origin)
 
     return maybe_sign
+
+
+def sequencer_socket(settings: Settings) -> Path:
+    """Where `rempart serve` puts the audit sequencer's socket: in the data folder, or in a
+    private temporary folder when that path is too long for a Unix socket (108 bytes)."""
+    path = (settings.data_dir / "run" / "audit.sock").resolve()
+    if len(str(path)) < 100:
+        return path
+    return Path(tempfile.mkdtemp(prefix="rempart-")) / "audit.sock"
+
+
+def serve_audit_sequencer(
+    settings: Settings, path: Path, *, started: Callable[[Sequencer], None] | None = None
+) -> None:
+    """Run the audit sequencer (until interrupted, or `stop` on what `started` is given):
+    the reads of every server process given `path` as REMPART_AUDIT_SEQUENCER are committed
+    here, with the staged writes and the periodic checkpoints."""
+    platform = open_platform(settings.model_copy(update={"audit_sequencer": None}), run_migrations=False)
+    try:
+        sequencer = Sequencer(path, platform.audit.log.batch_writer())
+        if started is not None:
+            started(sequencer)
+        sequencer.serve()
+    finally:
+        platform.close()
+
+
+def run_audit_sequencer_process(path: str) -> None:
+    """A `multiprocessing` target: the sequencer with the environment's settings."""
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_audit_sequencer(get_settings(), Path(path))

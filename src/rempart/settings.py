@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=None, description="The audit log's name in its signed checkpoints (default: <portal host>/audit)."
     )
     audit_checkpoint_seconds: int = Field(default=60, ge=1, description="How often the audit tree is signed.")
+    audit_sequencer: Path | None = Field(
+        default=None,
+        description="Unix socket of the audit sequencer process (set by `rempart serve` for its workers); "
+        "unset: each process commits its own reads.",
+    )
     # Outgoing e-mail (notices such as an IBAN change announced to the previous contact).
     smtp_host: str | None = Field(default=None, description="Unset: notices wait in the outbox.")
     smtp_port: int = 587

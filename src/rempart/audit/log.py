@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import psycopg
 
@@ -41,6 +41,14 @@ from rempart.db import copy_binary
 NODE_LEVEL = 8  # subtrees of 256 leaves and more are stored for proofs
 MAX_BATCH = 4096
 PENDING_POLL_SECONDS = 0.25
+
+
+class SequencerClient(Protocol):
+    """What the log needs of a connection to the sequencer process (`sequencer.Client`)."""
+
+    def append(self, rows: list[bytes], *, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class AuditUnavailable(RuntimeError):
@@ -79,6 +87,47 @@ class Record(NamedTuple):
 COLUMNS = "at, body, account_id, api_client_id, network, subject_id"
 
 
+def columns(record: Record) -> bytes:
+    """The record's columns of COPY_EVENTS after position, sequencing time and leaf, in binary
+    COPY: what a batch is made of, and what a process sends the sequencer (`sequencer`), which
+    adds the three."""
+    return b"".join((
+        copy_binary.timestamptz_us(micros(record.at)), copy_binary.bytea(record.body),
+        copy_binary.uuid_or_null(record.account_id), copy_binary.uuid_or_null(record.api_client_id),
+        copy_binary.text(record.network), copy_binary.uuid_or_null(record.subject_id),
+    ))  # fmt: skip
+
+
+_LENGTH = struct.Struct(">i")
+_COLUMN_SIZES = (8, None, 16, 16, None, 16)  # fixed sizes, None for any (at, body, ids, network)
+
+
+def body_of(row: bytes) -> bytes:
+    """The event's bytes inside `columns(...)` output (the body is the second column)."""
+    (length,) = _LENGTH.unpack_from(row, 12)
+    return row[16 : 16 + length]
+
+
+def checked_body(row: bytes) -> bytes:
+    """`body_of`, after checking that `row` is exactly six well-formed columns (what the
+    sequencer does with rows another process sent): ValueError otherwise."""
+    offset = 0
+    for position, size in enumerate(_COLUMN_SIZES):
+        if offset + 4 > len(row):
+            raise ValueError("truncated row")
+        (length,) = _LENGTH.unpack_from(row, offset)
+        nullable = position >= 2
+        if length == -1 and nullable:
+            offset += 4
+            continue
+        if length < 0 or (size is not None and length != size):
+            raise ValueError(f"column {position} has a bad length")
+        offset += 4 + length
+    if offset != len(row):
+        raise ValueError("row length does not add up")
+    return body_of(row)
+
+
 def _held_lock() -> threading.Lock:
     lock = threading.Lock()
     lock.acquire()
@@ -90,7 +139,7 @@ class _Waiting:
     """One caller's events, waiting for a batch. `done` is a lock held until the batch is
     decided: the cheapest way to park a thread (one futex, no condition variable)."""
 
-    records: list[Record]
+    rows: list[bytes]
     done: threading.Lock = field(default_factory=_held_lock)
     error: BaseException | None = None
 
@@ -114,13 +163,14 @@ class Tip(NamedTuple):
 
 def append_batch(
     conn: psycopg.Connection[Any],
-    records: Sequence[Record],
+    rows: Sequence[bytes],
     *,
     tip: Tip | None = None,
     drain: bool = True,
     lock: bool = False,
 ) -> tuple[Head, Tip]:
-    """Sequence staged events (when `drain`), then `records`, in one transaction on `conn`.
+    """Sequence staged events (when `drain`), then `rows` (`columns` of records), in one
+    transaction on `conn`.
 
     The head's row is always the first lock a batch takes, so batches of several processes
     cannot deadlock (on the staged rows they drain, or on the subtree hashes they store).
@@ -141,28 +191,28 @@ def append_batch(
         expected = tip.frontier.to_bytes()
         frontier = Frontier(tip.frontier.size, tip.frontier.hashes)  # a failed batch must not move the caller's copy
         start = frontier.size
-        all_records: list[Record] = []
+        all_rows: list[bytes] = []
         if drain:
             staged = conn.execute(f"DELETE FROM audit.pending RETURNING id, {COLUMNS}").fetchall()
             staged.sort(key=lambda row: row[0])
-            all_records.extend(Record(at, bytes(body), *rest) for _, at, body, *rest in staged)
-        all_records.extend(records)
-        if not all_records:
+            all_rows.extend(columns(Record(at, bytes(body), *rest)) for _, at, body, *rest in staged)
+        all_rows.extend(rows)
+        if not all_rows:
             conn.rollback()
             return Head(start, frontier.root()), tip
         logged_us = max(micros(dt.datetime.now(dt.UTC)), tip.logged_us)
         logged = copy_binary.timestamptz_us(logged_us)
-        rows: list[bytes] = [copy_binary.HEADER]
+        data: list[bytes] = [copy_binary.HEADER]
         nodes: list[tuple[int, int, bytes]] = []
-        for record in all_records:
+        for row in all_rows:
             seq = frontier.size
-            leaf = leaf_hash(seq, logged_us, record.body)
+            leaf = leaf_hash(seq, logged_us, body_of(row))
             nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
-            rows.append(_event_row(seq, logged, leaf, record))
-        rows.append(copy_binary.TRAILER)
+            data.append(_EVENT_FIELDS + copy_binary.int8(seq) + logged + copy_binary.bytea(leaf) + row)
+        data.append(copy_binary.TRAILER)
         conn.execute("SELECT audit.advance(%s, %s, %s, %s)", (expected, frontier.size, frontier.to_bytes(), logged_us))
         with conn.cursor().copy(COPY_EVENTS) as copy:
-            copy.write(b"".join(rows))
+            copy.write(b"".join(data))
         # The subtree hashes and the commit go in one round trip.
         with conn.pipeline():
             if nodes:
@@ -180,16 +230,6 @@ def append_batch(
 
 COPY_EVENTS = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _EVENT_FIELDS = copy_binary.count(9)
-
-
-def _event_row(seq: int, logged: bytes, leaf: bytes, record: Record) -> bytes:
-    """One row of COPY_EVENTS in PostgreSQL's binary COPY format."""
-    return b"".join((
-        _EVENT_FIELDS, copy_binary.int8(seq), logged, copy_binary.bytea(leaf),
-        copy_binary.timestamptz_us(micros(record.at)), copy_binary.bytea(record.body),
-        copy_binary.uuid_or_null(record.account_id), copy_binary.uuid_or_null(record.api_client_id),
-        copy_binary.text(record.network), copy_binary.uuid_or_null(record.subject_id),
-    ))  # fmt: skip
 
 
 def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_ahead: int = 3) -> list[str]:
@@ -231,8 +271,15 @@ def ensure_partitions(conn: psycopg.Connection[Any], today: dt.date, *, months_a
 class AuditLog:
     """One per process. `append` (durable reads), `stage` (writes), `sync`, `close`."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        *,
+        max_batch: int = MAX_BATCH,
+        sequencer: SequencerClient | None = None,
+    ) -> None:
         self._connect = connect
+        self._sequencer = sequencer  # when set, reads go to the platform's sequencer process
         self._max_batch = max_batch
         self._cond = threading.Condition()
         self._queue: list[_Waiting] = []
@@ -245,10 +292,13 @@ class AuditLog:
 
     def append(self, events: Iterable[ev.AuditEvent], *, timeout: float = 10.0) -> None:
         """Record events and return once they are committed; raise AuditUnavailable otherwise."""
-        records = [Record.of(event) for event in events]
-        if not records:
+        rows = [columns(Record.of(event)) for event in events]
+        if not rows:
             return
-        waiting = _Waiting(records)
+        if self._sequencer is not None:
+            self._sequencer.append(rows, timeout=timeout)
+            return
+        waiting = _Waiting(rows)
         with self._cond:
             if self._stopping:
                 raise AuditUnavailable("the audit log is closed")
@@ -271,7 +321,10 @@ class AuditLog:
             return append_batch(conn, [], lock=True)[0]
 
     def start(self) -> None:
-        """Start the committer now (a server does, so staged events are sequenced promptly)."""
+        """Start the committer now (a server does, so staged events are sequenced promptly;
+        with a sequencer process, that process does it)."""
+        if self._sequencer is not None:
+            return
         with self._cond:
             self._ensure_thread()
 
@@ -280,6 +333,8 @@ class AuditLog:
         self._after_batch.append(callback)
 
     def close(self) -> None:
+        if self._sequencer is not None:
+            self._sequencer.close()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -288,22 +343,10 @@ class AuditLog:
 
     # -- the committer -------------------------------------------------------------------------
 
-    def _retry_without_staged(
-        self, conn: psycopg.Connection[Any] | None, batch: list[_Waiting], first: Exception
-    ) -> tuple[Head | None, Tip | None, psycopg.Connection[Any] | None]:
-        if conn is not None:
-            conn.close()
-        try:
-            conn = self._connect()
-            head, tip = append_batch(conn, _records(batch), drain=False, lock=True)
-            self.batches += 1
-            return head, tip, conn
-        except Exception as exc:
-            for item in batch:
-                item.error = exc
-            if conn is not None:
-                conn.close()
-            return None, None, None
+    def batch_writer(self) -> BatchWriter:
+        """What commits batches, on a connection of its own, with this log's after-batch work
+        (the committer thread has one; so has the sequencer process)."""
+        return BatchWriter(self._connect, self._after_batch)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -313,16 +356,14 @@ class AuditLog:
     def _take_batch(self) -> list[_Waiting]:
         """Callers in arrival order, up to `max_batch` events (a caller's events stay together)."""
         taken, count = 0, 0
-        while taken < len(self._queue) and (count == 0 or count + len(self._queue[taken].records) <= self._max_batch):
-            count += len(self._queue[taken].records)
+        while taken < len(self._queue) and (count == 0 or count + len(self._queue[taken].rows) <= self._max_batch):
+            count += len(self._queue[taken].rows)
             taken += 1
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
     def _run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        tip: Tip | None = None  # the head as this process last wrote it
-        drained = 0.0
+        writer = self.batch_writer()
         while True:
             with self._cond:
                 if not self._queue and not self._stopping:
@@ -330,42 +371,78 @@ class AuditLog:
                 if self._stopping and not self._queue:
                     break
                 batch = self._take_batch()
-            # Staged writes are picked up at least every PENDING_POLL_SECONDS, not every batch.
-            drain = time.monotonic() - drained >= PENDING_POLL_SECONDS
             head: Head | None = None
             try:
-                if conn is None or conn.closed:
-                    conn, tip = self._connect(), None
-                try:
-                    head, tip = append_batch(conn, _records(batch), tip=tip, drain=drain)
-                except HeadMoved:  # another process appended: take the head's lock and go again
-                    head, tip = append_batch(conn, _records(batch), drain=drain, lock=True)
-                if drain:
-                    drained = time.monotonic()
-                self.batches += 1
+                head = writer.commit(_rows(batch))
             except Exception as exc:
-                # Retried only when the server refused a statement (a staged row the log cannot
-                # take must not stop the reads). A lost connection may have lost the reply to a
-                # COMMIT that happened: retrying could record the batch twice, so it fails.
-                refused = isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
-                if drain and batch and refused:
-                    drained = time.monotonic()
-                    head, tip, conn = self._retry_without_staged(conn, batch, exc)
-                else:
-                    for item in batch:
-                        item.error = exc
-                    if conn is not None:
-                        conn.close()
-                    conn, tip, head = None, None, None
+                for item in batch:
+                    item.error = exc
             for item in batch:
                 item.done.release()
             if head is not None:
-                for callback in self._after_batch:
-                    with contextlib.suppress(Exception):  # a checkpoint failure must not stop appends
-                        callback(head)
-        if conn is not None:
-            conn.close()
+                writer.after(head)
+            self.batches = writer.batches
+        writer.close()
 
 
-def _records(batch: list[_Waiting]) -> list[Record]:
-    return [record for item in batch for record in item.records]
+class BatchWriter:
+    """Commits batches on one connection, keeping the head as this process last wrote it, and
+    sequencing staged writes at least every PENDING_POLL_SECONDS (not every batch)."""
+
+    def __init__(
+        self, connect: Callable[[], psycopg.Connection[Any]], after_batch: list[Callable[[Head], None]]
+    ) -> None:
+        self._connect = connect
+        self._after_batch = after_batch
+        self._conn: psycopg.Connection[Any] | None = None
+        self._tip: Tip | None = None
+        self._drained = 0.0
+        self.batches = 0
+
+    def drain_due(self) -> bool:
+        return time.monotonic() - self._drained >= PENDING_POLL_SECONDS
+
+    def commit(self, rows: list[bytes]) -> Head:
+        """One batch (plus the staged writes when due), committed; raises when it is not."""
+        drain = self.drain_due()
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn, self._tip = self._connect(), None
+            try:
+                head, self._tip = append_batch(self._conn, rows, tip=self._tip, drain=drain)
+            except HeadMoved:  # another process appended: take the head's lock and go again
+                head, self._tip = append_batch(self._conn, rows, drain=drain, lock=True)
+            if drain:
+                self._drained = time.monotonic()
+        except Exception as exc:
+            # Retried only when the server refused a statement (a staged row the log cannot
+            # take must not stop the reads). A lost connection may have lost the reply to a
+            # COMMIT that happened: retrying could record the batch twice, so it fails.
+            refused = isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+            self.close()
+            if not (drain and rows and refused):
+                raise
+            self._drained = time.monotonic()
+            self._conn = self._connect()
+            try:
+                head, self._tip = append_batch(self._conn, rows, drain=False, lock=True)
+            except Exception:
+                self.close()
+                raise
+        self.batches += 1
+        return head
+
+    def after(self, head: Head) -> None:
+        """The after-batch work (a due checkpoint), once the batch's callers are answered."""
+        for callback in self._after_batch:
+            with contextlib.suppress(Exception):  # a checkpoint failure must not stop appends
+                callback(head)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._tip = None, None
+
+
+def _rows(batch: list[_Waiting]) -> list[bytes]:
+    return [row for item in batch for row in item.rows]
