@@ -6,7 +6,8 @@ ASVS 5.0 V16.2 (every access logged) and V16.4 (log integrity) through the multi
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import signal
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from rempart.audit.log import AuditUnavailable, Record, columns
 from rempart.audit.sequencer import COMMITTED, REFUSED, Sequencer, decode_request, encode_request
 from rempart.audit.verify import verify
 from rempart.db.server import libpq_url
-from rempart.platform import Platform, open_platform, run_audit_sequencer_process
+from rempart.platform import Platform, SequencerProcess, open_platform
 from rempart.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -160,34 +161,37 @@ def test_a_malformed_request_is_refused_and_the_others_go_on(
     assert sequencer.path.stat().st_mode & 0o077 == 0  # the platform's user only
 
 
-def test_v16_the_sequencer_process_serves_workers(platform: Platform, settings: Settings, tmp_path: Path) -> None:
-    """The process `rempart serve --workers` starts, with its settings from the environment."""
-    path = tmp_path / "run" / "audit.sock"
-    environment = {"REMPART_DATABASE_URL": settings.database_url or "", "REMPART_DATA_DIR": str(settings.data_dir),
-                   "REMPART_KEYRING_PATH": str(settings.resolved_keyring_path)}  # fmt: skip
-    process = multiprocessing.get_context("spawn").Process(
-        target=_with_environment, args=(environment, str(path)), daemon=True
-    )
-    process.start()
+def test_v16_the_sequencer_process_serves_workers_and_is_restarted(
+    platform: Platform, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process `rempart serve --workers` starts (settings from the environment), killed
+    and started again by its watchdog; meanwhile reads fail closed."""
+    monkeypatch.setenv("REMPART_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("REMPART_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("REMPART_KEYRING_PATH", str(settings.resolved_keyring_path))
+    sequencer = SequencerProcess(tmp_path / "run" / "audit.sock")
+    assert sequencer.start()
+    worker = open_platform(settings.model_copy(update={"audit_sequencer": sequencer.path}), run_migrations=False)
     try:
+        first = [uuid.uuid4() for _ in range(3)]
+        worker.audit.disclosed(read_event(worker, subject) for subject in first)
+        assert stored_subjects(platform) == first
+        killed = sequencer.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        with pytest.raises(AuditUnavailable):
+            worker.audit.disclosed([read_event(worker, uuid.uuid4())])
         deadline = time.monotonic() + 60
-        while not path.exists() and time.monotonic() < deadline and process.is_alive():
-            time.sleep(0.05)
-        time.sleep(0.2)
-        worker = open_platform(settings.model_copy(update={"audit_sequencer": path}), run_migrations=False)
-        try:
-            subjects = [uuid.uuid4() for _ in range(3)]
-            worker.audit.disclosed(read_event(worker, subject) for subject in subjects)
-        finally:
-            worker.close()
-        assert stored_subjects(platform) == subjects
+        recorded = uuid.uuid4()
+        while True:
+            try:
+                worker.audit.disclosed([read_event(worker, recorded)])
+                break
+            except AuditUnavailable:
+                assert time.monotonic() < deadline, "the sequencer was not started again"
+                time.sleep(0.2)
+        assert sequencer.restarts == 1 and sequencer.pid != killed
+        assert stored_subjects(platform) == [*first, recorded]
     finally:
-        process.terminate()
-        process.join(10)
-
-
-def _with_environment(environment: dict[str, str], path: str) -> None:
-    import os
-
-    os.environ.update(environment)
-    run_audit_sequencer_process(path)
+        worker.close()
+        sequencer.stop()

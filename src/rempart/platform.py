@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
+import multiprocessing
+import multiprocessing.process
+import socket
 import tempfile
 import threading
 import time
@@ -32,6 +36,8 @@ from rempart.db.engine import make_engine, make_sessionmaker
 from rempart.db.server import check_server_version, libpq_url, resolve_database_url
 from rempart.identity.tenancy import tenant_connection
 from rempart.settings import Settings, get_settings
+
+_log = logging.getLogger(__name__)
 
 
 class Caller(Protocol):
@@ -190,3 +196,75 @@ def run_audit_sequencer_process(path: str) -> None:
     """A `multiprocessing` target: the sequencer with the environment's settings."""
     with contextlib.suppress(KeyboardInterrupt):
         serve_audit_sequencer(get_settings(), Path(path))
+
+
+class SequencerProcess:
+    """The audit sequencer as `rempart serve --workers` runs it: a process of its own, started
+    again if it dies (meanwhile the workers' reads fail closed: 503, nothing returned)."""
+
+    RESTART_PAUSE_SECONDS = 1.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.restarts = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stopping = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start it and its watchdog; True once it listens."""
+        if not self._launch(timeout):
+            return False
+        self._watch = threading.Thread(target=self._watchdog, name="audit-sequencer-watchdog", daemon=True)
+        self._watch.start()
+        return True
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(timeout=10)
+        if self._watch is not None:
+            self._watch.join(timeout=10)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def _launch(self, timeout: float) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        process = self._context.Process(
+            target=run_audit_sequencer_process, args=(str(self.path),), name="rempart-audit-sequencer", daemon=True
+        )
+        process.start()
+        self._process = process
+        deadline = time.monotonic() + timeout
+        while not _listening(self.path):
+            if not process.is_alive() or time.monotonic() > deadline or self._stopping.is_set():
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _watchdog(self) -> None:
+        while not self._stopping.is_set():
+            process = self._process
+            if process is not None:
+                process.join(timeout=0.5)
+                if process.is_alive() or self._stopping.is_set():
+                    continue
+            _log.warning("the audit sequencer stopped (exit code %s): starting it again",
+                         None if process is None else process.exitcode)  # fmt: skip
+            self.restarts += 1
+            if not self._launch(60.0):
+                self._stopping.wait(self.RESTART_PAUSE_SECONDS)
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

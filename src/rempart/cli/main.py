@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import multiprocessing
-import multiprocessing.process
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from rempart.platform import Platform, open_platform
-from rempart.settings import Settings, get_settings
+from rempart.settings import get_settings
 
 
 def _operator() -> str:
@@ -687,37 +682,6 @@ def seed_cmd(
     )
 
 
-def start_audit_sequencer(settings: Settings) -> multiprocessing.process.BaseProcess:
-    """The audit sequencer in a process of its own; its socket goes to the workers through
-    REMPART_AUDIT_SEQUENCER. Returns once it listens."""
-    from rempart.platform import run_audit_sequencer_process, sequencer_socket
-
-    path = sequencer_socket(settings)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    process = multiprocessing.get_context("spawn").Process(
-        target=run_audit_sequencer_process, args=(str(path),), name="rempart-audit-sequencer", daemon=True
-    )
-    process.start()
-    deadline = time.monotonic() + 60
-    while not _listening(path):
-        if not process.is_alive() or time.monotonic() > deadline:
-            console.print(f"the audit sequencer did not start (exit code {process.exitcode})")
-            raise typer.Exit(1)
-        time.sleep(0.05)
-    os.environ["REMPART_AUDIT_SEQUENCER"] = str(path)
-    return process
-
-
-def _listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 @app.command("serve")
 def serve(
     demo: Annotated[
@@ -733,6 +697,7 @@ def serve(
     import uvicorn
 
     from rempart.api.app import create_app
+    from rempart.platform import SequencerProcess, sequencer_socket
 
     settings = get_settings()
     p = open_platform(settings)
@@ -761,13 +726,16 @@ def serve(
             os.environ["REMPART_HTTP_PORT"] = str(bind_port)  # workers derive the portal's origin from it
             os.environ.setdefault("REMPART_DATABASE_URL", p.url)
             p.close()
-            sequencer = start_audit_sequencer(settings)
+            sequencer = SequencerProcess(sequencer_socket(settings))
+            if not sequencer.start():
+                console.print("the audit sequencer did not start")
+                raise typer.Exit(1)
+            os.environ["REMPART_AUDIT_SEQUENCER"] = str(sequencer.path)
             try:
                 uvicorn.run("rempart.api.app:worker_app", factory=True, workers=processes, host=bind_host,
                             port=bind_port, log_level="warning")  # fmt: skip
             finally:
-                sequencer.terminate()
-                sequencer.join(timeout=10)
+                sequencer.stop()
         else:
             uvicorn.run(create_app(p), host=bind_host, port=bind_port, log_level="warning")
     finally:
