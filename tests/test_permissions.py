@@ -16,15 +16,22 @@ from rempart.identity.permissions import ROLE_PERMISSIONS, Forbidden, Permission
 from rempart.platform import Platform
 from rempart.registry.identifiers import make_finess, make_rpps
 
-FRESH = dt.datetime.now(dt.UTC)
-STALE = FRESH - dt.timedelta(minutes=6)
 SHOP = uuid.uuid4()
+# A step-up counts for five minutes, so an actor's step-up is given by its age and dated when the
+# actor is built, not at import: the whole suite runs longer than the window.
+FRESH = dt.timedelta(0)
+STALE = dt.timedelta(minutes=6)
+
+
+def step_up_time(age: dt.timedelta | None) -> dt.datetime | None:
+    return None if age is None else dt.datetime.now(dt.UTC) - age
 
 
 def actor(
-    role: str, *, step_up: dt.datetime | None = FRESH, establishment: uuid.UUID | None = None
+    role: str, *, step_up: dt.timedelta | None = FRESH, establishment: uuid.UUID | None = None
 ) -> service.CurrentUser:
-    return service.CurrentUser(uuid.uuid4(), role, None, establishment, None, FRESH, step_up, b"")
+    now = dt.datetime.now(dt.UTC)
+    return service.CurrentUser(uuid.uuid4(), role, None, establishment, None, now, step_up_time(step_up), b"")
 
 
 def test_every_role_has_declared_permissions_and_least_privilege() -> None:
@@ -45,11 +52,12 @@ def test_invitations_follow_the_issuer_role_and_need_step_up(platform: Platform)
     from rempart.identity.models import Account
     from rempart.registry import service as registry
 
-    def stored(role: str, *, step_up: dt.datetime | None = FRESH, establishment: uuid.UUID | None = None):  # type: ignore[no-untyped-def]
+    def stored(role: str, *, step_up: dt.timedelta | None = FRESH, establishment: uuid.UUID | None = None):  # type: ignore[no-untyped-def]
         account = Account(role=role, establishment_id=establishment)
         session.add(account)
         session.flush()
-        return service.CurrentUser(account.id, role, None, establishment, None, FRESH, step_up, b"")
+        now = dt.datetime.now(dt.UTC)
+        return service.CurrentUser(account.id, role, None, establishment, None, now, step_up_time(step_up), b"")
 
     with platform.session() as session:
         shop = registry.register_establishment(session, name="Pharmacie du Port", kind="pharmacy", finess="750712184")
