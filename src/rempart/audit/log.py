@@ -172,16 +172,18 @@ def append_batch(
     """Sequence staged events (when `drain`), then `rows` (`columns` of records), in one
     transaction on `conn`.
 
-    The head's row is always the first lock a batch takes, so batches of several processes
-    cannot deadlock (on the staged rows they drain, or on the subtree hashes they store).
-    * Optimistic (`tip` given, no drain): the new head is computed here, then `audit.advance`
-      moves it only from the frontier this process last wrote, which takes the row lock; if
+    The head's row is the only lock a batch waits for (the rows it copies in take none, and
+    their positions are unique only with their time), and it comes before the staged rows it
+    drains and the subtree hashes it stores, so batches of several processes cannot deadlock.
+    * Optimistic (`tip` given, no drain): the new head is computed here and the rows copied in;
+      then `audit.advance` moves the head only from the frontier this process last wrote; if
       another process moved it meanwhile, `HeadMoved` is raised and nothing was written:
       retry with `lock=True`.
     * Locked (`lock=True`, no `tip`, or a drain): the head is read FOR UPDATE first.
     Sequencing times never go back: a batch's is the later of now and the head's.
-    A committer alone (the usual case) pays two round trips besides the rows. Used alone with
-    a batch of one, this is the naive baseline."""
+    A committer alone (the usual case) pays the COPY's round trips and one more (the head,
+    the subtree hashes and the commit, pipelined). Used alone with a batch of one, this is the
+    naive baseline."""
     try:
         if lock or drain or tip is None:
             frontier_bytes, head_logged = conn.execute(
@@ -210,11 +212,14 @@ def append_batch(
             nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
             data.append(_EVENT_FIELDS + copy_binary.int8(seq) + logged + copy_binary.bytea(leaf) + row)
         data.append(copy_binary.TRAILER)
-        conn.execute("SELECT audit.advance(%s, %s, %s, %s)", (expected, frontier.size, frontier.to_bytes(), logged_us))
         with conn.cursor().copy(COPY_EVENTS) as copy:
             copy.write(b"".join(data))
-        # The subtree hashes and the commit go in one round trip.
+        # Moving the head, the subtree hashes and the commit go in one round trip, after the
+        # rows: an optimistic batch holds the head's lock only for that round trip.
         with conn.pipeline():
+            conn.execute(
+                "SELECT audit.advance(%s, %s, %s, %s)", (expected, frontier.size, frontier.to_bytes(), logged_us)
+            )
             if nodes:
                 conn.cursor().executemany("INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", nodes)
             conn.commit()
