@@ -190,9 +190,6 @@ def append_batch(
                 "SELECT frontier, logged_us FROM audit.head FOR UPDATE"
             ).fetchone()  # type: ignore[misc]
             tip = Tip(Frontier.from_bytes(bytes(frontier_bytes)), int(head_logged))
-        expected = tip.frontier.to_bytes()
-        frontier = Frontier(tip.frontier.size, tip.frontier.hashes)  # a failed batch must not move the caller's copy
-        start = frontier.size
         all_rows: list[bytes] = []
         if drain:
             staged = conn.execute(f"DELETE FROM audit.pending RETURNING id, {COLUMNS}").fetchall()
@@ -201,27 +198,61 @@ def append_batch(
         all_rows.extend(rows)
         if not all_rows:
             conn.rollback()
-            return Head(start, frontier.root()), tip
-        logged_us = max(micros(dt.datetime.now(dt.UTC)), tip.logged_us)
-        logged = copy_binary.timestamptz_us(logged_us)
-        data: list[bytes] = [copy_binary.HEADER]
-        nodes: list[tuple[int, int, bytes]] = []
-        for row in all_rows:
-            seq = frontier.size
-            leaf = leaf_hash(seq, logged_us, body_of(row))
-            nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
-            data.append(_EVENT_FIELDS + copy_binary.int8(seq) + logged + copy_binary.bytea(leaf) + row)
-        data.append(copy_binary.TRAILER)
+            return Head(tip.frontier.size, tip.frontier.root()), tip
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    batch = prepare_batch(tip, all_rows)
+    return write_batch(conn, batch), batch.tip
+
+
+class PreparedBatch(NamedTuple):
+    """A batch sequenced in memory from a known head: what `write_batch` sends."""
+
+    data: bytes  # the rows in binary COPY, with their positions, sequencing time and leaves
+    nodes: list[tuple[int, int, bytes]]  # the subtree hashes it completes (level, index, hash)
+    expected: bytes  # the frontier the head must still be at
+    tip: Tip  # the head once it is written
+
+    @property
+    def head(self) -> Head:
+        return Head(self.tip.frontier.size, self.tip.frontier.root())
+
+
+def prepare_batch(tip: Tip, rows: Sequence[bytes]) -> PreparedBatch:
+    """Give `rows` (`columns` of records) the positions after `tip`, hash them into the tree."""
+    frontier = Frontier(tip.frontier.size, tip.frontier.hashes)  # a failed batch must not move the caller's copy
+    logged_us = max(micros(dt.datetime.now(dt.UTC)), tip.logged_us)
+    logged = copy_binary.timestamptz_us(logged_us)
+    data: list[bytes] = [copy_binary.HEADER]
+    nodes: list[tuple[int, int, bytes]] = []
+    for row in rows:
+        seq = frontier.size
+        leaf = leaf_hash(seq, logged_us, body_of(row))
+        nodes.extend(node for node in frontier.append(leaf) if node[0] >= NODE_LEVEL)
+        data.append(_EVENT_FIELDS + copy_binary.int8(seq) + logged + copy_binary.bytea(leaf) + row)
+    data.append(copy_binary.TRAILER)
+    return PreparedBatch(b"".join(data), nodes, tip.frontier.to_bytes(), Tip(frontier, logged_us))
+
+
+def write_batch(conn: psycopg.Connection[Any], batch: PreparedBatch) -> Head:
+    """Copy the batch's rows in, then move the head, store the subtree hashes and commit, in
+    one pipelined round trip: an optimistic batch holds the head's lock only for that round
+    trip. `HeadMoved` when the head is no longer where the batch was sequenced from."""
+    tip = batch.tip
+    try:
         with conn.cursor().copy(COPY_EVENTS) as copy:
-            copy.write(b"".join(data))
-        # Moving the head, the subtree hashes and the commit go in one round trip, after the
-        # rows: an optimistic batch holds the head's lock only for that round trip.
+            copy.write(batch.data)
         with conn.pipeline():
             conn.execute(
-                "SELECT audit.advance(%s, %s, %s, %s)", (expected, frontier.size, frontier.to_bytes(), logged_us)
+                "SELECT audit.advance(%s, %s, %s, %s)",
+                (batch.expected, tip.frontier.size, tip.frontier.to_bytes(), tip.logged_us),
             )
-            if nodes:
-                conn.cursor().executemany("INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", nodes)
+            if batch.nodes:
+                conn.cursor().executemany(
+                    "INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", batch.nodes
+                )
             conn.commit()
     except psycopg.errors.SerializationFailure:
         conn.rollback()
@@ -230,7 +261,7 @@ def append_batch(
         if not conn.closed:
             conn.rollback()
         raise
-    return Head(frontier.size, frontier.root()), Tip(frontier, logged_us)
+    return batch.head
 
 
 COPY_EVENTS = f"COPY audit.events (seq, logged_at, leaf, {COLUMNS}) FROM STDIN (FORMAT BINARY)"
