@@ -218,6 +218,17 @@ def test_the_guard_stops_a_caller_who_keeps_missing(
     assert "engagement" not in stopped.text
 
 
+def test_the_guard_counts_every_check_against_the_daily_quota(
+    pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, software = pharmacy
+    monkeypatch.setattr(decide, "RIGHTS_CHECKS", Limit("rights-checks", 2, dt.timedelta(days=1)))
+    assert software.post(PATH, card_body()).json()["outcome"] == "covered"
+    assert software.post(PATH, card_body(member="M0999999")).json()["outcome"] == "not_found"  # a miss counts too
+    stopped = software.post(PATH, card_body())
+    assert stopped.status_code == 429 and "engagement" not in stopped.text
+
+
 def test_a_token_without_the_scope_is_refused(portal_client: tuple[Platform, httpx.Client], tmp_path: Path) -> None:
     platform, client = portal_client
     two_insurers(platform)

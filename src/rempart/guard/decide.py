@@ -28,8 +28,7 @@ def admit(session: Session, *, professional_id: uuid.UUID) -> None:
     """Count the attempt and refuse it when a quota is spent (committed at once: a refused or
     failed attempt still counts)."""
     subject = f"professional:{professional_id}"
-    ratelimit.refuse_when_spent(session, RIGHTS_MISSES, subject)
-    ratelimit.hit(session, RIGHTS_CHECKS, subject)
+    ratelimit.hit_all(session, [(RIGHTS_CHECKS, subject)], unless_spent=[(RIGHTS_MISSES, subject)])
 
 
 def found_nobody(session: Session, *, professional_id: uuid.UUID) -> None:

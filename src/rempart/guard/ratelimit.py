@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -52,24 +53,40 @@ def hit(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None
 
 
 def hit_all(
-    session: Session, counts: list[tuple[Limit, str]], *, now: dt.datetime | None = None, commit: bool = True
+    session: Session,
+    counts: list[tuple[Limit, str]],
+    *,
+    unless_spent: Sequence[tuple[Limit, str]] = (),
+    now: dt.datetime | None = None,
+    commit: bool = True,
 ) -> None:
     """Count one request against several limits in one statement; raise for the first spent
-    (every count is kept: a refused request still counts)."""
+    (every count is kept: a refused request still counts). `unless_spent` limits are read in
+    the same statement, not counted, and refuse the request once used up."""
     now = now or dt.datetime.now(dt.UTC)
     windows = [(_window(limit, subject, now), limit) for limit, subject in counts]
+    watched = [(_window(limit, subject, now), limit) for limit, subject in unless_spent]
     params: dict[str, object] = {}
     values = []
     for i, ((key, start), _) in enumerate(windows):
         params[f"k{i}"], params[f"s{i}"] = key, start
         values.append(f"(:k{i}, :s{i}, 1)")
-    rows = session.execute(
-        text(
-            f"INSERT INTO rate_counters (key, window_start, hits) VALUES {', '.join(values)}"
-            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits"
-        ),
-        params,
-    ).all()
+    upsert = (
+        f"INSERT INTO rate_counters (key, window_start, hits) VALUES {', '.join(values)}"
+        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits"
+    )
+    if watched:
+        read = []
+        for i, ((key, start), _) in enumerate(watched):
+            params[f"w{i}"], params[f"ws{i}"] = key, start
+            read.append(f"(key = :w{i} AND window_start = :ws{i})")
+        statement = (
+            f"WITH counted AS ({upsert}) SELECT key, hits FROM counted"
+            f" UNION ALL SELECT key, hits FROM rate_counters WHERE {' OR '.join(read)}"
+        )
+    else:
+        statement = upsert
+    rows = session.execute(text(statement), params).all()
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         session.execute(
             text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)}
@@ -77,6 +94,9 @@ def hit_all(
     if commit:
         session.commit()
     hits: dict[str, int] = {key: int(count) for key, count in rows}
+    for (key, start), limit in watched:
+        if hits.get(key, 0) >= limit.hits:
+            raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
     for (key, start), limit in windows:
         if hits[key] > limit.hits:
             raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
@@ -93,20 +113,9 @@ def _window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datet
     return f"{limit.name}:{digest}", start
 
 
-def refuse_when_spent(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
-    """Raise RateLimited if `subject` has used up `limit` in this window, without counting."""
-    now = now or dt.datetime.now(dt.UTC)
-    key, start = _window(limit, subject, now)
-    hits = session.execute(
-        text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"), {"key": key, "start": start}
-    ).scalar_one_or_none()
-    if hits is not None and hits >= limit.hits:
-        raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
-
-
 def count(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
     """Count one event of `subject` in the caller's transaction, never refusing (the refusal
-    comes from `refuse_when_spent` at the next attempt)."""
+    comes from `hit_all(..., unless_spent=...)` at the next attempt)."""
     now = now or dt.datetime.now(dt.UTC)
     key, start = _window(limit, subject, now)
     session.execute(
