@@ -160,9 +160,44 @@ def test_v16_a_column_changed_is_found_with_or_without_a_second_connection(
     tamper(raw, "UPDATE audit.events SET network = '%%' WHERE seq = 6")
     tamper(raw, "UPDATE audit.events SET network = overlay(network PLACING '_' FROM 3 FOR 1) WHERE seq = 7")
     tamper(raw, "UPDATE audit.events SET network = overlay(network PLACING '\\' FROM 3 FOR 1) WHERE seq = 8")
+    # ...nor does a value made to run on into the keys that follow it in the bytes.
+    tamper(raw, """UPDATE audit.events SET network = network || '","passkey":null,"purpose":"tiers-payant'"""
+                " WHERE seq = 10")  # fmt: skip
     for parallel in (True, False):
         report = check(platform, raw, parallel=parallel)
-        assert [(f.kind, f.seq) for f in report.findings] == [("modified", s) for s in (4, 6, 7, 8, 9)]
+        assert [(f.kind, f.seq) for f in report.findings] == [("modified", s) for s in (4, 6, 7, 8, 9, 10)]
+
+
+@pytest.mark.parametrize("forged", [4611686018427387904, -5])
+def test_v16_a_position_beyond_the_log_is_reported_not_walked_to(
+    platform: Platform, raw: psycopg.Connection, forged: int
+) -> None:
+    read_events(platform, 20)
+    platform.checkpoint()
+    tamper(raw, "UPDATE audit.events SET seq = %s WHERE seq = 11", forged)
+    report = check(platform, raw)
+    assert report.seconds < 30
+    assert report.first is not None and (report.first.kind, report.first.seq) == ("deleted", 11), report.findings
+    assert any(f.kind == "inserted" and "beyond the log" in f.message for f in report.findings)
+
+
+def test_v16_a_batch_racing_at_the_same_positions_is_told_the_head_moved(
+    platform: Platform, raw: psycopg.Connection
+) -> None:
+    """Two optimistic batches from the same head with a row at the same (time, position): the
+    second meets the first's row (a duplicate key, or a deadlock with a batch holding the
+    head's lock) and is told to retry under the lock, not failed."""
+    from rempart.audit.log import HeadMoved, Record, append_batch, columns
+
+    event = platform.audit.event(context(), "beneficiary.read", purpose="tiers-payant")
+    rows = [columns(Record.of(event))] * 3  # one time for all: the positions collide
+    with psycopg.connect(libpq_url(platform.url)) as conn:
+        _, tip = append_batch(conn, rows[:1], lock=True)
+        append_batch(conn, rows, tip=tip, drain=False)
+        with pytest.raises(HeadMoved):
+            append_batch(conn, rows, tip=tip, drain=False)
+        append_batch(conn, rows, lock=True)
+    assert check(platform, raw).ok
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from sqlalchemy import select, text
 from rempart.audit import events as ev
 from rempart.care.card import Card
 from rempart.care.models import Engagement, RightsCheck
-from rempart.guard import decide
+from rempart.db.base import utcnow
+from rempart.guard import decide, ratelimit
 from rempart.guard.ratelimit import Limit
 from rempart.platform import Platform
 from rempart.registry.models import Beneficiary
@@ -227,6 +228,26 @@ def test_the_guard_counts_every_check_against_the_daily_quota(
     assert software.post(PATH, card_body(member="M0999999")).json()["outcome"] == "not_found"  # a miss counts too
     stopped = software.post(PATH, card_body())
     assert stopped.status_code == 429 and "engagement" not in stopped.text
+
+
+def test_a_check_refused_for_its_misses_counts_nowhere(
+    pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocked for an hour of misses is not also blocked for the day: the refused attempts do
+    not spend the daily checks."""
+    platform, software = pharmacy
+    monkeypatch.setattr(decide, "RIGHTS_MISSES", Limit("rights-misses", 2, dt.timedelta(hours=1)))
+    for number in range(2):
+        assert software.post(PATH, card_body(member=f"M08{number:05d}")).json()["outcome"] == "not_found"
+    for _ in range(3):
+        assert software.post(PATH, card_body()).status_code == 429
+    key, start = ratelimit._window(decide.RIGHTS_CHECKS, f"professional:{software.professional_id}", utcnow())
+    with platform.session() as session:
+        counted = session.execute(
+            text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),
+            {"key": key, "start": start},
+        ).scalar_one()
+    assert counted == 2
 
 
 def test_a_token_without_the_scope_is_refused(portal_client: tuple[Platform, httpx.Client], tmp_path: Path) -> None:

@@ -172,9 +172,11 @@ def append_batch(
     """Sequence staged events (when `drain`), then `rows` (`columns` of records), in one
     transaction on `conn`.
 
-    The head's row is the only lock a batch waits for (the rows it copies in take none, and
-    their positions are unique only with their time), and it comes before the staged rows it
-    drains and the subtree hashes it stores, so batches of several processes cannot deadlock.
+    The head's row comes before the staged rows a batch drains and the subtree hashes it
+    stores. The rows an optimistic batch copies in before it can only wait on another
+    transaction's row at the same (time, position), that is a batch racing it from the same
+    head: that duplicate, or the deadlock it can make with a batch holding the head's lock,
+    means the head moved, and is answered as such (`HeadMoved`: retry under the lock).
     * Optimistic (`tip` given, no drain): the new head is computed here and the rows copied in;
       then `audit.advance` moves the head only from the frontier this process last wrote; if
       another process moved it meanwhile, `HeadMoved` is raised and nothing was written:
@@ -254,7 +256,9 @@ def write_batch(conn: psycopg.Connection[Any], batch: PreparedBatch) -> Head:
                     "INSERT INTO audit.nodes (level, index, hash) VALUES (%s, %s, %s)", batch.nodes
                 )
             conn.commit()
-    except psycopg.errors.SerializationFailure:
+    except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation):
+        # Serialization failure from `advance`, or a race at the same positions (see
+        # `append_batch`): nothing was written.
         conn.rollback()
         raise HeadMoved from None
     except BaseException:

@@ -50,15 +50,19 @@ def _as_found(key: str, column: str, text: str) -> str:
 # are compared inside PostgreSQL, on a second connection in the same snapshot when the caller
 # can open one, while this process hashes: two cores, two workers. One LIKE pattern finds the
 # five in one pass: the canonical encoding sorts its keys, so they come in this order. Ids and
-# times cannot hold LIKE's wildcards; the network column is text, escaped so that a `%` put in
-# it does not match anything; the underscore in a key is escaped too.
+# times cannot hold LIKE's wildcards; the network column is text, JSON-encoded then escaped so
+# that nothing written into it (a `%`, a quote) matches but its own value; the underscore in a
+# key is escaped too.
 COPIES_MATCH = "body LIKE convert_to('%' || {} || '%', 'UTF8')".format(
     " || '%' || ".join(
         [
             _as_found("account", "account_id", "account_id::text"),
             _as_found("api\\_client", "api_client_id", "api_client_id::text"),
             f"""'"at":"' || {AT_FORMAT} || '"'""",
-            _as_found("network", "network", "replace(replace(replace(network, '\\', '\\\\'), '%', '\\%'), '_', '\\_')"),
+            # The network column as JSON writes it, anchored on the comma after it: a value
+            # made to run on into the following keys does not match.
+            "'\"network\":' || replace(replace(replace(coalesce(to_json(network)::text, 'null'),"
+            " '\\', '\\\\'), '%', '\\%'), '_', '\\_') || ','",
             _as_found("subject", "subject_id", "subject_id::text"),
         ]
     )
@@ -151,9 +155,18 @@ def _walk(
     stack: list[bytes] = []
     sha256, from_bytes = hashlib.sha256, int.from_bytes
     next_checkpoint = pending[0][0] if pending else -1
+    # No honest position lies beyond this: a forged one (huge, or negative read unsigned) is
+    # reported, not walked up to.
+    reach = conn.execute(
+        "SELECT coalesce((SELECT max(size) FROM audit.head), 0) + (SELECT count(*) FROM audit.events)"
+    ).fetchone()[0]  # type: ignore[index]
+    reach = max(int(reach), *(size for size, _ in trusted), 0) + 1
     for row in _leaf_rows(conn):
         leaf, preimage = row[6:38], row[42:]
         seq, logged = from_bytes(preimage[1:9]), from_bytes(preimage[9:17])
+        if seq >= reach:
+            report.findings.append(Finding("inserted", seq, f"an event claims position #{seq}, beyond the log"))
+            continue
         if seq < expected:
             report.findings.append(Finding("inserted", seq, f"event #{seq} appears twice: one was inserted"))
             continue

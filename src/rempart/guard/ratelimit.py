@@ -61,31 +61,33 @@ def hit_all(
     commit: bool = True,
 ) -> None:
     """Count one request against several limits in one statement; raise for the first spent
-    (every count is kept: a refused request still counts). `unless_spent` limits are read in
-    the same statement, not counted, and refuse the request once used up."""
+    (every count is kept: a refused request still counts). With `unless_spent`, limits that
+    are read, not counted: when one is used up the request is refused and, as if it had not
+    come, counted nowhere (in the same statement)."""
     now = now or dt.datetime.now(dt.UTC)
     windows = [(_window(limit, subject, now), limit) for limit, subject in counts]
     watched = [(_window(limit, subject, now), limit) for limit, subject in unless_spent]
+    if {key for (key, _), _ in windows} & {key for (key, _), _ in watched}:
+        raise ValueError("a limit is either counted or watched, not both")
     params: dict[str, object] = {}
     values = []
     for i, ((key, start), _) in enumerate(windows):
         params[f"k{i}"], params[f"s{i}"] = key, start
-        values.append(f"(:k{i}, :s{i}, 1)")
-    upsert = (
-        f"INSERT INTO rate_counters (key, window_start, hits) VALUES {', '.join(values)}"
-        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits"
-    )
+        values.append(f"(:k{i}, CAST(:s{i} AS timestamptz), 1)")
+    rows_in = f"VALUES {', '.join(values)}"
+    spent = ""
     if watched:
         read = []
-        for i, ((key, start), _) in enumerate(watched):
-            params[f"w{i}"], params[f"ws{i}"] = key, start
-            read.append(f"(key = :w{i} AND window_start = :ws{i})")
-        statement = (
-            f"WITH counted AS ({upsert}) SELECT key, hits FROM counted"
-            f" UNION ALL SELECT key, hits FROM rate_counters WHERE {' OR '.join(read)}"
-        )
-    else:
-        statement = upsert
+        for i, ((key, start), limit) in enumerate(watched):
+            params[f"w{i}"], params[f"ws{i}"], params[f"wl{i}"] = key, start, limit.hits
+            read.append(f"(key = :w{i} AND window_start = :ws{i} AND hits >= :wl{i})")
+        spent = f"spent AS (SELECT key, hits FROM rate_counters WHERE {' OR '.join(read)}), "
+        rows_in = f"SELECT * FROM ({rows_in}) AS v WHERE NOT EXISTS (SELECT 1 FROM spent)"
+    statement = (
+        f"WITH {spent}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
+        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
+        " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM spent" if watched else "")
+    )
     rows = session.execute(text(statement), params).all()
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         session.execute(
@@ -95,7 +97,7 @@ def hit_all(
         session.commit()
     hits: dict[str, int] = {key: int(count) for key, count in rows}
     for (key, start), limit in watched:
-        if hits.get(key, 0) >= limit.hits:
+        if key in hits:  # only a spent one is read back
             raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
     for (key, start), limit in windows:
         if hits[key] > limit.hits:
