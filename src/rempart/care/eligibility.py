@@ -42,7 +42,8 @@ from rempart.crypto.keystore import Keystore
 from rempart.guard import decide
 from rempart.registry import identifiers
 from rempart.registry import service as registry
-from rempart.registry.models import Contract, Insurer, ScheduleVersion
+from rempart.registry.models import Contract, ScheduleVersion
+from rempart.registry.service import ActiveInsurer
 
 CARE_DATE_AHEAD = dt.timedelta(days=31)  # a check ahead of planned care (glasses, a stay)
 CARE_DATE_BACK = dt.timedelta(days=730)  # invoices may follow care by up to two years
@@ -125,7 +126,7 @@ def _from_card(request: RightsRequest) -> RightsRequest:
     return dataclasses.replace(request, amc_number=card.amc_number, member_number=card.member_number, card_2d=None)
 
 
-def _validated(session: Session, request: RightsRequest, today: dt.date) -> tuple[RightsRequest, Insurer]:
+def _validated(session: Session, request: RightsRequest, today: dt.date) -> tuple[RightsRequest, ActiveInsurer]:
     request = _from_card(request)
     assert request.amc_number is not None
     try:
@@ -172,7 +173,7 @@ _DOMAINS: dict[uuid.UUID, tuple[float, set[str]]] = {}
 DOMAINS_CACHE_SECONDS = 60.0  # a domain a new schedule brings is accepted within a minute
 
 
-def _insurer_domains(session: Session, insurer: Insurer) -> set[str]:
+def _insurer_domains(session: Session, insurer: ActiveInsurer) -> set[str]:
     cached = _DOMAINS.get(insurer.id)
     if cached is not None and time.monotonic() - cached[0] < DOMAINS_CACHE_SECONDS:
         return cached[1]
@@ -249,7 +250,7 @@ ORDER BY cp.start_date DESC LIMIT 1
 
 
 def _coverage(
-    session: Session, reference: uuid.UUID, insurer: Insurer, beneficiary_id: uuid.UUID, request: RightsRequest,
+    session: Session, reference: uuid.UUID, insurer: ActiveInsurer, beneficiary_id: uuid.UUID, request: RightsRequest,
     today: dt.date,
 ) -> RightsAnswer:  # fmt: skip
     day = request.care_date

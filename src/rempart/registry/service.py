@@ -12,9 +12,9 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from rempart.audit.service import Recorder
@@ -519,7 +519,7 @@ def identify(
     session: Session,
     keystore: Keystore,
     *,
-    insurer: Insurer,
+    insurer: ActiveInsurer,
     birth_date: dt.date,
     member_number: str | None = None,
     birth_rank: int | None = None,
@@ -567,9 +567,27 @@ def identify(
     return found
 
 
-def active_insurer(session: Session, amc_number: str) -> Insurer | None:
-    found = _active_insurers(session, amc_number)
-    return found[0] if found else None
+@dataclass(frozen=True)
+class ActiveInsurer:
+    """What a rights check needs of an insurer: read as three columns, not an ORM object
+    (every check reads it)."""
+
+    id: uuid.UUID
+    amc_number: str
+    index_bits: int
+
+
+_INSURERS = cast(Table, Insurer.__table__)
+
+
+def active_insurer(session: Session, amc_number: str) -> ActiveInsurer | None:
+    columns = _INSURERS.c
+    row = session.execute(
+        select(columns.id, columns.amc_number, columns.index_bits).where(
+            columns.status == INSURER_ACTIVE, columns.amc_number == amc_number
+        )
+    ).first()
+    return None if row is None else ActiveInsurer(row.id, row.amc_number, int(row.index_bits))
 
 
 def coverage_periods(session: Session, *, beneficiary_id: uuid.UUID) -> list[tuple[str, dt.date, dt.date | None]]:
