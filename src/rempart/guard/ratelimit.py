@@ -69,6 +69,9 @@ def hit_all(
     watched = [(_window(limit, subject, now), limit) for limit, subject in unless_spent]
     if {key for (key, _), _ in windows} & {key for (key, _), _ in watched}:
         raise ValueError("a limit is either counted or watched, not both")
+    for (_, start), limit in watched:
+        if limit.hits <= 0:  # spent before any row exists (the statement reads only rows)
+            raise RateLimited(max(1, int((start + limit.window - now).total_seconds())))
     params: dict[str, object] = {}
     values = []
     for i, ((key, start), _) in enumerate(windows):
