@@ -7,13 +7,14 @@ kept only as a keyed hash that changes every window."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 
@@ -91,7 +92,7 @@ def hit_all(
         " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
         " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM spent" if watched else "")
     )
-    rows = session.execute(text(statement), params).all()
+    rows = session.execute(_statement(statement), params).all()
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         session.execute(
             text("DELETE FROM rate_counters WHERE window_start < :old"), {"old": now - dt.timedelta(days=1)}
@@ -108,6 +109,13 @@ def hit_all(
 
 
 SWEEP_ONE_IN = 500
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(sql: str) -> TextClause:
+    """A statement's parsed form, kept: the shapes are few, and parsing one on every request
+    cost ~30 µs of the ~250 µs a count takes."""
+    return text(sql)
 
 
 def _window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datetime]:
