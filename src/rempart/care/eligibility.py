@@ -23,9 +23,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from rempart.audit import events as ev
@@ -39,6 +38,7 @@ from rempart.coverage.compute import Consumed
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule
 from rempart.coverage.summary import AGREEMENT_DOMAINS, Level, Remaining, summarize
 from rempart.crypto.keystore import Keystore
+from rempart.db.base import table_of
 from rempart.guard import decide
 from rempart.registry import identifiers
 from rempart.registry import service as registry
@@ -51,9 +51,7 @@ ENGAGEMENT_DAYS = 90  # an engagement may be quoted by an invoice up to 90 days 
 MAX_DOMAINS = 10
 FIELDS_DISCLOSED = ("coverage", "guarantee", "validity", "engagement")
 
-# The tables themselves, for the two inserts every check makes (see check_rights).
-RIGHTS_CHECKS = cast(Table, RightsCheck.__table__)
-ENGAGEMENTS = cast(Table, Engagement.__table__)
+RIGHTS_CHECKS, ENGAGEMENTS = table_of(RightsCheck), table_of(Engagement)  # the two inserts every check makes
 
 NOT_FOUND = "not_found"
 COVERED = "covered"
@@ -208,8 +206,6 @@ def check_rights(
     # answer differs, the work (and so the time it takes) does not.
     answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     outcome = NOT_FOUND if found is None else answer.outcome
-    # Into the tables, not the mapped classes: the ORM's bulk-insert path costs more than the
-    # statement on every check, and nothing here needs objects back.
     session.execute(insert(RIGHTS_CHECKS).values(
         id=reference, establishment_id=caller.establishment_id, professional_id=caller.professional_id,
         api_client_id=caller.api_client_id, account_id=caller.account_id, insurer_id=insurer.id,

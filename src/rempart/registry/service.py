@@ -12,16 +12,16 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from rempart.audit.service import Recorder
 from rempart.coverage.schedule import Schedule, canonical_json, parse_schedule, schedule_digest
 from rempart.crypto import blind_index, fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore, kek_name_for_insurer
-from rempart.db.base import utcnow
+from rempart.db.base import table_of, utcnow
 from rempart.identity import tenancy
 from rempart.registry import identifiers, sealing
 from rempart.registry.models import (
@@ -577,7 +577,7 @@ class ActiveInsurer:
     index_bits: int
 
 
-_INSURERS = cast(Table, Insurer.__table__)
+_INSURERS = table_of(Insurer)
 
 
 def active_insurer(session: Session, amc_number: str) -> ActiveInsurer | None:
