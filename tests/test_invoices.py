@@ -184,6 +184,24 @@ def test_an_engagement_proves_nothing_elsewhere(
     assert missing_key.status_code == 422
 
 
+def test_a_number_that_rempart_never_issues_is_refused_before_any_lookup(
+    pharmacy: tuple[Platform, PracticeSoftware],
+) -> None:
+    """A NUL character (which PostgreSQL text cannot hold) or any other stray character in an
+    engagement or agreement number: a 422 naming the field, never a 500."""
+    platform, software = pharmacy
+    engagement = engage(software, "optical")
+    for bad in ("E0000\u00000000", "E0000 0000;--", "é"):
+        refused = invoice(software, {"engagement": bad, "lines": [line()]})
+        assert refused.status_code == 422 and refused.json()["field"] == "engagement", refused.text
+        quoted = invoice(software, {"engagement": engagement, "agreement": bad, "lines": [line("optical", "frame")]})
+        assert quoted.status_code == 422 and quoted.json()["field"] == "agreement", quoted.text
+    cancel = software.post(f"{AGREEMENTS}/A_0000/cancel", {})
+    assert cancel.status_code == 422 and cancel.json()["field"] == "agreement", cancel.text
+    with platform.session() as session:
+        assert session.scalar(select(func.count()).select_from(Invoice)) == 0
+
+
 def test_every_state_change_is_audited_with_its_write(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
     platform, software = pharmacy
     sent = invoice(software, {"engagement": engage(software, "pharmacy"), "lines": [line()]})

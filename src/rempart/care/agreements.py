@@ -112,7 +112,8 @@ def _store_lines(session: Session, agreement: Agreement, checked: list[Line], re
 
 def agreement_of(session: Session, caller: CareCaller, number: str) -> Agreement:
     """An agreement granted to this establishment (in any state), or CareInputError."""
-    found = session.query(Agreement).filter(Agreement.number == number.strip().upper()).one_or_none()
+    wanted = care_lines.reference_number(number, "agreement")
+    found = session.query(Agreement).filter(Agreement.number == wanted).one_or_none()
     if found is None or found.establishment_id != caller.establishment_id:
         raise CareInputError("agreement", "unknown, or not granted to this establishment")
     return found

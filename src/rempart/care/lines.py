@@ -25,6 +25,7 @@ MAX_LINES = 100
 MAX_AMOUNT = Decimal("100000.00")
 BASKETS = ("100_sante",)
 _ACT = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
+_NUMBER = re.compile(r"[A-Z0-9-]{1,24}")  # engagement and agreement numbers (Crockford base 32)
 CENT = Decimal("0.01")
 
 
@@ -90,10 +91,19 @@ def checked_lines(lines: Sequence[LineIn], *, earliest: dt.date, latest: dt.date
     return checked
 
 
+def reference_number(number: str, field: str) -> str:
+    """An engagement or agreement number as typed, normalized, or refused before any lookup
+    (anything else, a NUL character included, is not one)."""
+    normalized = number.strip().upper()
+    if not _NUMBER.fullmatch(normalized):
+        raise CareInputError(field, "not a number Rempart issues (letters, digits and dashes)")
+    return normalized
+
+
 def engagement_of(session: Session, caller: CareCaller, number: str) -> Engagement:
     """The engagement a quote or an invoice quotes: issued to this establishment, or refused
     as unknown (the same message either way: an engagement number proves nothing alone)."""
-    found = session.get(Engagement, number.strip().upper())
+    found = session.get(Engagement, reference_number(number, "engagement"))
     if found is None or found.establishment_id != caller.establishment_id:
         raise CareInputError("engagement", "unknown, or not issued to this establishment")
     return found
