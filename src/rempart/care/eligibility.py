@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rempart.audit import events as ev
@@ -33,12 +33,11 @@ from rempart.care import lines as care_lines
 from rempart.care.caller import CareCaller
 from rempart.care.card import CardError, parse_card
 from rempart.care.errors import CareInputError
-from rempart.care.models import Engagement, RightsCheck
 from rempart.coverage.compute import Consumed
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS, Schedule
 from rempart.coverage.summary import AGREEMENT_DOMAINS, Level, Remaining, summarize
 from rempart.crypto.keystore import Keystore
-from rempart.db.base import table_of
+from rempart.db import raw
 from rempart.guard import decide
 from rempart.registry import identifiers
 from rempart.registry import service as registry
@@ -50,8 +49,6 @@ CARE_DATE_BACK = dt.timedelta(days=730)  # invoices may follow care by up to two
 ENGAGEMENT_DAYS = 90  # an engagement may be quoted by an invoice up to 90 days after the care
 MAX_DOMAINS = 10
 FIELDS_DISCLOSED = ("coverage", "guarantee", "validity", "engagement")
-
-RIGHTS_CHECKS, ENGAGEMENTS = table_of(RightsCheck), table_of(Engagement)  # the two inserts every check makes
 
 NOT_FOUND = "not_found"
 COVERED = "covered"
@@ -206,43 +203,70 @@ def check_rights(
     # answer differs, the work (and so the time it takes) does not.
     answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     outcome = NOT_FOUND if found is None else answer.outcome
-    session.execute(insert(RIGHTS_CHECKS).values(
-        id=reference, establishment_id=caller.establishment_id, professional_id=caller.professional_id,
-        api_client_id=caller.api_client_id, account_id=caller.account_id, insurer_id=insurer.id,
-        beneficiary_id=found.beneficiary_id if found else None, care_date=request.care_date,
-        domains=list(request.domains), outcome=outcome,
-    ))  # fmt: skip
+    engagement = answer.engagement if found is not None else None
+    raw.run(session, RECORD_CHECK, {
+        "id": reference, "establishment": caller.establishment_id, "professional": caller.professional_id,
+        "client": caller.api_client_id, "account": caller.account_id, "insurer": insurer.id,
+        "beneficiary": found.beneficiary_id if found else None, "care_date": request.care_date,
+        "domains": list(request.domains), "outcome": outcome, "engagement": engagement,
+        "covered": [d.domain for d in answer.domains if d.covered], "valid_until": answer.engagement_valid_until,
+    })  # fmt: skip
     if found is None:
         decide.found_nobody(session, professional_id=caller.professional_id)
         audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(reference)})
         session.commit()
         return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
-    if answer.engagement is not None:
-        session.execute(insert(ENGAGEMENTS).values(
-            number=answer.engagement, check_id=reference, insurer_id=insurer.id, beneficiary_id=found.beneficiary_id,
-            establishment_id=caller.establishment_id, care_date=request.care_date,
-            domains=[d.domain for d in answer.domains if d.covered], valid_until=answer.engagement_valid_until,
-        ))  # fmt: skip
     audit.disclosed("rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, found.beneficiary_id)],
                     fields=FIELDS_DISCLOSED, detail={"check": str(reference), "outcome": answer.outcome})  # fmt: skip
     session.commit()
     return answer
 
 
-# The coverage period holding the care date, its contract, and the schedule version in force:
-# one round trip.
-COVERAGE_ON = text("""
-SELECT cp.start_date, cp.end_date, c.code, sv.id, sv.sha256
-FROM coverage_periods cp
-JOIN contracts c ON c.id = cp.contract_id
+# The check's record and, when it found cover, its engagement: one statement (see db/raw.py).
+RECORD_CHECK = """
+WITH checked AS (
+    INSERT INTO rights_checks (id, establishment_id, professional_id, api_client_id, account_id, insurer_id,
+                               beneficiary_id, care_date, domains, outcome)
+    VALUES (%(id)s, %(establishment)s, %(professional)s, %(client)s, %(account)s, %(insurer)s, %(beneficiary)s,
+            %(care_date)s, %(domains)s, %(outcome)s)
+    RETURNING id
+)
+INSERT INTO engagements (number, check_id, insurer_id, beneficiary_id, establishment_id, care_date, domains,
+                         valid_until)
+SELECT CAST(%(engagement)s AS text), id, %(insurer)s, %(beneficiary)s, %(establishment)s, %(care_date)s,
+       CAST(%(covered)s AS text[]), %(valid_until)s
+FROM checked WHERE CAST(%(engagement)s AS text) IS NOT NULL
+"""
+
+# The coverage period holding the care date, its contract and the schedule version in force,
+# with what counts against the ceilings (care.lines.COUNTED): one round trip, one row always.
+COVERAGE_ON = (
+    """
+SELECT p.start_date, p.end_date, p.code, p.version_id, p.sha256, u.domains, u.acts, u.days, u.amounts
+FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
-    SELECT v.id, v.sha256 FROM schedule_versions v
-    WHERE v.contract_id = cp.contract_id AND v.valid_from <= :day AND (v.valid_to IS NULL OR v.valid_to >= :day)
-    ORDER BY v.valid_from DESC LIMIT 1
-) sv ON true
-WHERE cp.beneficiary_id = :beneficiary AND cp.start_date <= :day AND (cp.end_date IS NULL OR cp.end_date >= :day)
-ORDER BY cp.start_date DESC LIMIT 1
-""")
+    SELECT cp.start_date, cp.end_date, c.code, sv.id AS version_id, sv.sha256
+    FROM coverage_periods cp
+    JOIN contracts c ON c.id = cp.contract_id
+    LEFT JOIN LATERAL (
+        SELECT v.id, v.sha256 FROM schedule_versions v
+        WHERE v.contract_id = cp.contract_id AND v.valid_from <= %(day)s
+          AND (v.valid_to IS NULL OR v.valid_to >= %(day)s)
+        ORDER BY v.valid_from DESC LIMIT 1
+    ) sv ON true
+    WHERE cp.beneficiary_id = %(beneficiary)s AND cp.start_date <= %(day)s
+      AND (cp.end_date IS NULL OR cp.end_date >= %(day)s)
+    ORDER BY cp.start_date DESC LIMIT 1
+) p ON true
+CROSS JOIN LATERAL (
+    SELECT array_agg(domain) AS domains, array_agg(act) AS acts, array_agg(care_date) AS days,
+           array_agg(amount) AS amounts
+    FROM consumption WHERE """
+    + care_lines.COUNTED
+    + """
+) u
+"""
+)
 
 
 def _coverage(
@@ -250,13 +274,15 @@ def _coverage(
     today: dt.date,
 ) -> RightsAnswer:  # fmt: skip
     day = request.care_date
-    # Both queries run whatever the first finds (see check_rights: the same work on each path).
-    period = session.execute(COVERAGE_ON, {"day": day, "beneficiary": beneficiary_id}).first()
-    consumption = care_lines.consumption(session, beneficiary_id, today)
-    if period is None:
+    # Consumption is read whatever the period (see check_rights: the same work on each path).
+    row = raw.fetch_one(session, COVERAGE_ON, {"day": day, "beneficiary": beneficiary_id, "today": today})
+    assert row is not None  # one row always
+    start, end, code, version_id, digest, used_domains, used_acts, used_days, used_amounts = row
+    consumption = [Consumed(*used) for used in zip(used_domains or (), used_acts or (), used_days or (),
+                                                   used_amounts or (), strict=True)]  # fmt: skip
+    if start is None:
         domains = tuple(_not_covered(domain, NO_COVERAGE_ON_DATE) for domain in request.domains)
         return RightsAnswer(reference, NOT_COVERED, day, insurer.amc_number, domains=domains)
-    start, end, code, version_id, digest = period
     schedule = None if version_id is None else registry.schedule_of_version(session, version_id=version_id,
                                                                             digest=digest)  # fmt: skip
     domains = tuple(_domain_answer(schedule, domain, day, consumption) for domain in request.domains)

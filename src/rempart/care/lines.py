@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from rempart.care.caller import CareCaller
@@ -18,6 +18,7 @@ from rempart.care.errors import CareInputError
 from rempart.care.models import Consumption, Engagement
 from rempart.coverage.compute import NO_COVERAGE_ON_DATE, Consumed, Line, LineShare, cents, no_share, share
 from rempart.coverage.schedule import DOMAIN_PATTERN, KNOWN_DOMAINS
+from rempart.db import raw
 from rempart.registry import service as registry
 from rempart.registry.models import CoveragePeriod, ScheduleVersion
 
@@ -66,28 +67,28 @@ def checked_lines(lines: Sequence[LineIn], *, earliest: dt.date, latest: dt.date
     if not lines or len(lines) > MAX_LINES:
         raise CareInputError("lines", f"between 1 and {MAX_LINES} lines")
     checked = []
-    for i, raw in enumerate(lines):
+    for i, given in enumerate(lines):
         where = f"lines[{i}]"
-        if not DOMAIN_PATTERN.fullmatch(raw.domain) or raw.domain not in KNOWN_DOMAINS:
+        if not DOMAIN_PATTERN.fullmatch(given.domain) or given.domain not in KNOWN_DOMAINS:
             raise CareInputError(f"{where}.domain", "unknown care domain")
-        if not _ACT.fullmatch(raw.act):
+        if not _ACT.fullmatch(given.act):
             raise CareInputError(f"{where}.act", "1 to 40 letters, digits, '_', '.' or '-'")
-        if raw.basket is not None and raw.basket not in BASKETS:
+        if given.basket is not None and given.basket not in BASKETS:
             raise CareInputError(f"{where}.basket", f"one of {', '.join(BASKETS)}, or absent")
-        if raw.date > latest:
+        if given.date > latest:
             raise CareInputError(f"{where}.date", f"after {latest.isoformat()}")
-        if raw.date < earliest:
+        if given.date < earliest:
             raise CareInputError(f"{where}.date", f"before {earliest.isoformat()}")
-        price = _amount(raw.price, f"{where}.price")
-        br = _amount(raw.br, f"{where}.br")
-        rate = _amount(raw.amo_rate, f"{where}.amo_rate", percent=True)
-        deductible = _amount(raw.amo_deductible, f"{where}.amo_deductible")
+        price = _amount(given.price, f"{where}.price")
+        br = _amount(given.br, f"{where}.br")
+        rate = _amount(given.amo_rate, f"{where}.amo_rate", percent=True)
+        deductible = _amount(given.amo_deductible, f"{where}.amo_deductible")
         amo = cents(br * rate / 100)  # as the computation rounds it: half up
         if deductible > amo:
             raise CareInputError(f"{where}.amo_deductible", "larger than what the mandatory scheme pays")
         if price < amo:
             raise CareInputError(f"{where}.price", "below what the mandatory scheme pays on this line")
-        checked.append(Line(raw.domain, raw.act, raw.date, price, br, rate, deductible, raw.basket))
+        checked.append(Line(given.domain, given.act, given.date, price, br, rate, deductible, given.basket))
     return checked
 
 
@@ -118,17 +119,25 @@ def lock_beneficiary(session: Session, beneficiary_id: uuid.UUID) -> None:
     )
 
 
+# The consumption rows that count for %(beneficiary)s on %(today)s: what accepted invoices
+# consumed, and what prior agreements reserved until their expiry.
+COUNTED = (
+    "beneficiary_id = %(beneficiary)s AND (state = 'consumed' OR (state = 'reserved' AND reserved_until >= %(today)s))"
+)
+
+
 def consumption(
     session: Session, beneficiary_id: uuid.UUID, today: dt.date, *, except_source: uuid.UUID | None = None
 ) -> list[Consumed]:
     """What counts against flats and ceilings: consumed amounts, and reservations not lapsed."""
-    query = select(Consumption.domain, Consumption.act, Consumption.care_date, Consumption.amount).where(
-        Consumption.beneficiary_id == beneficiary_id,
-        or_(Consumption.state == "consumed", (Consumption.state == "reserved") & (Consumption.reserved_until >= today)),
-    )
-    if except_source is not None:
-        query = query.where(Consumption.source_id != except_source)
-    return [Consumed(domain, act, day, amount) for domain, act, day, amount in session.execute(query)]
+    params: dict[str, object] = {"beneficiary": beneficiary_id, "today": today}
+    if except_source is None:
+        rows = raw.fetch_all(session, "SELECT domain, act, care_date, amount FROM consumption WHERE " + COUNTED, params)
+    else:
+        params["source"] = except_source
+        rows = raw.fetch_all(session, "SELECT domain, act, care_date, amount FROM consumption WHERE " + COUNTED
+                             + " AND source_id <> %(source)s", params)  # fmt: skip
+    return [Consumed(domain, act, day, amount) for domain, act, day, amount in rows]
 
 
 def shares(

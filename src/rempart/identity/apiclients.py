@@ -22,11 +22,11 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from rempart.crypto.keystore import Keystore
-from rempart.db.base import table_of, utcnow
+from rempart.db import raw
+from rempart.db.base import utcnow
 from rempart.guard import ratelimit
 from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
@@ -117,7 +117,12 @@ def revoke_client(session: Session, *, actor: CurrentUser, client_id: uuid.UUID)
 JTI_SWEEP_ONE_IN = 200
 
 
-SEEN_JTIS = table_of(SeenJti)  # every API call inserts one
+# Every API call runs these two (see db/raw.py).
+SPEND_JTI = "INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti"
+BEARER_LOOKUP = (
+    "SELECT t.client_id, t.jkt, t.scopes, t.expires_at, c.establishment_id, c.revoked_at"
+    " FROM api_tokens t JOIN api_clients c ON c.id = t.client_id WHERE t.token_hash = %s"
+)
 
 
 def _spend_jti(session: Session, jti: Any, expires_at: dt.datetime, error: str) -> None:
@@ -125,10 +130,7 @@ def _spend_jti(session: Session, jti: Any, expires_at: dt.datetime, error: str) 
         raise InvalidClient(error)
     if secrets.randbelow(JTI_SWEEP_ONE_IN) == 0:  # expired ones go now and then, not on every call
         session.execute(delete(SeenJti).where(SeenJti.expires_at < utcnow()))
-    inserted = session.execute(
-        insert(SEEN_JTIS).values(jti=jti, expires_at=expires_at).on_conflict_do_nothing().returning(SEEN_JTIS.c.jti)
-    ).first()
-    if inserted is None:
+    if raw.fetch_one(session, SPEND_JTI, (jti, expires_at)) is None:
         raise InvalidClient(error)  # replayed
 
 
@@ -282,20 +284,18 @@ def authenticate_call(
     if not authorization or not authorization.startswith("DPoP "):
         raise InvalidClient("invalid_token")
     token = authorization.removeprefix("DPoP ").strip()
-    row = session.execute(
-        select(ApiToken.client_id, ApiToken.jkt, ApiToken.scopes, ApiToken.expires_at, ApiClient.establishment_id,
-               ApiClient.revoked_at)
-        .join(ApiClient, ApiClient.id == ApiToken.client_id)
-        .where(ApiToken.token_hash == hashlib.sha256(token.encode()).digest())
-    ).first()  # fmt: skip
-    if row is None or row.expires_at <= utcnow():
+    row = raw.fetch_one(session, BEARER_LOOKUP, (hashlib.sha256(token.encode()).digest(),))
+    if row is None:
+        raise InvalidClient("invalid_token")
+    client_id, token_jkt, scopes, expires_at, establishment_id, revoked_at = row
+    if expires_at <= utcnow():
         raise InvalidClient("invalid_token")
     jkt = verify_dpop_proof(session, proof=dpop_proof, method=method, url=url, access_token=token)
-    if jkt != row.jkt:
+    if jkt != token_jkt:
         raise InvalidClient("invalid_dpop_proof")
-    if row.revoked_at is not None:
+    if revoked_at is not None:
         raise InvalidClient("invalid_token")
-    client = _Client(row.client_id, row.establishment_id)
+    client = _Client(client_id, establishment_id)
     # Calls name the professional of this establishment they act for (audit and limits count
     # per professional): an RPPS registered and practising here.
     professional_id = (
@@ -308,4 +308,4 @@ def authenticate_call(
     # Committed at once, with the proof's spent jti: a refused call still spends both.
     ratelimit.hit_all(session, [(ratelimit.API_CLIENT, f"client:{client.id}"),
                                 (ratelimit.API_PROFESSIONAL, f"professional:{professional_id}")])  # fmt: skip
-    return ApiCaller(client.id, client.establishment_id, tuple(row.scopes), str(acting_for), professional_id)
+    return ApiCaller(client.id, client.establishment_id, tuple(scopes), str(acting_for), professional_id)

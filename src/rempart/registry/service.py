@@ -21,7 +21,8 @@ from rempart.audit.service import Recorder
 from rempart.coverage.schedule import Schedule, canonical_json, parse_schedule, schedule_digest
 from rempart.crypto import blind_index, fields
 from rempart.crypto.keystore import PLATFORM_KEK, Keystore, kek_name_for_insurer
-from rempart.db.base import table_of, utcnow
+from rempart.db import raw
+from rempart.db.base import utcnow
 from rempart.identity import tenancy
 from rempart.registry import identifiers, sealing
 from rempart.registry.models import (
@@ -515,6 +516,15 @@ def _decoy(key: fields.DataKey) -> bytes:
     return decoy
 
 
+# The bucket of a blind index, with what identification decrypts (see db/raw.py: every check).
+_CANDIDATES = (
+    "SELECT b.id, b.dek_id, b.birth_date_ct, b.birth_rank, b.nir_ct, m.id, m.dek_id, m.member_number_ct"
+    " FROM beneficiaries b JOIN members m ON m.id = b.member_id WHERE b.insurer_id = %s"
+)
+CANDIDATES_BY_CARD = _CANDIDATES + " AND b.card_bidx = %s"
+CANDIDATES_BY_NIR = _CANDIDATES + " AND b.nir_bidx = %s"
+
+
 def identify(
     session: Session,
     keystore: Keystore,
@@ -533,20 +543,12 @@ def identify(
     index = keystore.index_keys(session, kek_name_for_insurer(insurer.amc_number), insurer.index_bits)
     if nir is not None:
         bidx = sealing.nir_index(index, nir, birth_date)
-        where = Beneficiary.nir_bidx == bidx
+        candidates = raw.fetch_all(session, CANDIDATES_BY_NIR, (insurer.id, bidx))
     elif member_number is not None and birth_rank is not None:
         bidx = sealing.card_index(index, insurer.amc_number, member_number, birth_date, birth_rank)
-        where = Beneficiary.card_bidx == bidx
+        candidates = raw.fetch_all(session, CANDIDATES_BY_CARD, (insurer.id, bidx))
     else:
         raise ValueError("a card (member number and rank of birth) or a NIR is needed")
-    candidates = session.execute(
-        select(
-            Beneficiary.id, Beneficiary.dek_id, Beneficiary.birth_date_ct, Beneficiary.birth_rank, Beneficiary.nir_ct,
-            Member.id, Member.dek_id, Member.member_number_ct,
-        )
-        .join(Member, Member.id == Beneficiary.member_id)
-        .where(Beneficiary.insurer_id == insurer.id, where)
-    ).all()  # fmt: skip
     found = None
     for row_id, dek_id, birth_ct, rank, nir_ct, member_id, member_dek, number_ct in candidates:
         key = keystore.field_key(session, dek_id)
@@ -577,17 +579,12 @@ class ActiveInsurer:
     index_bits: int
 
 
-_INSURERS = table_of(Insurer)
-
-
 def active_insurer(session: Session, amc_number: str) -> ActiveInsurer | None:
-    columns = _INSURERS.c
-    row = session.execute(
-        select(columns.id, columns.amc_number, columns.index_bits).where(
-            columns.status == INSURER_ACTIVE, columns.amc_number == amc_number
-        )
-    ).first()
-    return None if row is None else ActiveInsurer(row.id, row.amc_number, int(row.index_bits))
+    row = raw.fetch_one(
+        session, "SELECT id, amc_number, index_bits FROM insurers WHERE status = %s AND amc_number = %s",
+        (INSURER_ACTIVE, amc_number),
+    )  # fmt: skip
+    return None if row is None else ActiveInsurer(row[0], row[1], int(row[2]))
 
 
 def coverage_periods(session: Session, *, beneficiary_id: uuid.UUID) -> list[tuple[str, dt.date, dt.date | None]]:
