@@ -101,6 +101,12 @@ def test_v10_dpop_bound_token_works_only_with_its_key(api: tuple[Platform, str, 
     stolen = call(thief_key)
     assert stolen.status_code == 401 and 'error="invalid_dpop_proof"' in stolen.headers["www-authenticate"]
     assert call(dpop_key).status_code == 200  # the owner, with a fresh proof
+    # A token never issued, with a good proof of it, is told apart from a bad proof.
+    made_up = "A" * 43
+    headers = {"Authorization": f"DPoP {made_up}", "X-Acting-RPPS": ACTING,
+               "DPoP": proof(dpop_key, "GET", url, made_up)}  # fmt: skip
+    unknown = httpx.get(f"{base}/api/v1/whoami", headers=headers)
+    assert unknown.status_code == 401 and 'error="invalid_token"' in unknown.headers["www-authenticate"]
 
 
 def test_v10_client_authentication_is_strict(api: tuple[Platform, str, str]) -> None:

@@ -117,19 +117,45 @@ def revoke_client(session: Session, *, actor: CurrentUser, client_id: uuid.UUID)
 JTI_SWEEP_ONE_IN = 200
 
 
-# Every API call runs these two (see db/raw.py).
-SPEND_JTI = "INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti"
-BEARER_LOOKUP = (
-    "SELECT t.client_id, t.jkt, t.scopes, t.expires_at, c.establishment_id, c.revoked_at"
+# Every API call runs this one statement (see db/raw.py): the proof's jti spent (no row
+# returned by `spent` when it was already), and the token with its client (NULLs when unknown).
+BEARER_LOOKUP = """
+WITH spent AS (
+    INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti
+)
+SELECT t.client_id, t.jkt, t.scopes, t.expires_at, c.establishment_id, c.revoked_at,
+       EXISTS (SELECT 1 FROM spent)
+FROM (SELECT 1) AS one
+LEFT JOIN (api_tokens t JOIN api_clients c ON c.id = t.client_id) ON t.token_hash = %s
+"""
+BEARER_ONLY = (
+    "SELECT t.client_id, t.jkt, t.scopes, t.expires_at, c.establishment_id, c.revoked_at, false"
     " FROM api_tokens t JOIN api_clients c ON c.id = t.client_id WHERE t.token_hash = %s"
 )
+SPEND_JTI = "INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti"
 
 
-def _spend_jti(session: Session, jti: Any, expires_at: dt.datetime, error: str) -> None:
-    if not isinstance(jti, str) or not 16 <= len(jti) <= 200:
+@dataclass(frozen=True)
+class _Proof:
+    jti: str  # as kept in seen_jtis, prefixed by its kind
+    expires_at: dt.datetime  # when keeping it stops mattering
+    jkt: str  # the thumbprint of the key that signed it
+
+
+def _jti_key(kind: str, jti: Any, error: str) -> str:
+    key = f"{kind}:{jti}" if isinstance(jti, str) else ""
+    if not 16 <= len(key) <= 200:
         raise InvalidClient(error)
+    return key
+
+
+def _sweep_jtis(session: Session) -> None:
     if secrets.randbelow(JTI_SWEEP_ONE_IN) == 0:  # expired ones go now and then, not on every call
         session.execute(delete(SeenJti).where(SeenJti.expires_at < utcnow()))
+
+
+def _spend_jti(session: Session, jti: str, expires_at: dt.datetime, error: str) -> None:
+    _sweep_jtis(session)
     if raw.fetch_one(session, SPEND_JTI, (jti, expires_at)) is None:
         raise InvalidClient(error)  # replayed
 
@@ -157,7 +183,14 @@ def _timestamp(value: Any, error: str = "invalid_request") -> dt.datetime:
 def verify_dpop_proof(
     session: Session, *, proof: str | None, method: str, url: str, access_token: str | None = None
 ) -> str:
-    """Check a DPoP proof (RFC 9449 §4.3) and return its key's thumbprint (`jkt`)."""
+    """Check a DPoP proof (RFC 9449 §4.3), spend its jti, and return its key's thumbprint (`jkt`)."""
+    checked = _checked_proof(proof, method=method, url=url, access_token=access_token)
+    _spend_jti(session, checked.jti, checked.expires_at, "invalid_dpop_proof")
+    return checked.jkt
+
+
+def _checked_proof(proof: str | None, *, method: str, url: str, access_token: str | None) -> _Proof:
+    """Everything about a DPoP proof but its jti's novelty, which only the database knows."""
     if not proof:
         raise InvalidClient("invalid_dpop_proof")
     header = _header(proof)
@@ -180,11 +213,8 @@ def verify_dpop_proof(
         expected = base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
         if claims.get("ath") != expected:
             raise InvalidClient("invalid_dpop_proof")
-    jti = claims.get("jti")
-    _spend_jti(
-        session, f"dpop:{jti}" if isinstance(jti, str) else None, issued + 2 * PROOF_MAX_AGE, "invalid_dpop_proof"
-    )
-    return str(key.thumbprint())
+    jti = _jti_key("dpop", claims.get("jti"), "invalid_dpop_proof")
+    return _Proof(jti, issued + 2 * PROOF_MAX_AGE, str(key.thumbprint()))
 
 
 @dataclass(frozen=True)
@@ -228,7 +258,7 @@ def issue_token(
     ):
         raise InvalidClient
     jti = claims.get("jti")
-    _spend_jti(session, f"assertion:{jti}" if isinstance(jti, str) else None, expires, "invalid_client")
+    _spend_jti(session, _jti_key("assertion", jti, "invalid_client"), expires, "invalid_client")
     requested = set(scope.split()) if scope else set(client.scopes)
     if not requested <= set(client.scopes):
         raise InvalidClient("invalid_scope")
@@ -284,14 +314,26 @@ def authenticate_call(
     if not authorization or not authorization.startswith("DPoP "):
         raise InvalidClient("invalid_token")
     token = authorization.removeprefix("DPoP ").strip()
-    row = raw.fetch_one(session, BEARER_LOOKUP, (hashlib.sha256(token.encode()).digest(),))
+    # The proof is checked first (no I/O), so that the token's lookup and the proof's jti
+    # take one round trip; a bad token is still told before a bad proof.
+    try:
+        proof: _Proof | InvalidClient = _checked_proof(dpop_proof, method=method, url=url, access_token=token)
+    except InvalidClient as error:
+        proof = error
+    token_hash = hashlib.sha256(token.encode()).digest()
+    if isinstance(proof, _Proof):
+        _sweep_jtis(session)
+        row = raw.fetch_one(session, BEARER_LOOKUP, (proof.jti, proof.expires_at, token_hash))
+    else:  # no proof to spend: the token alone
+        row = raw.fetch_one(session, BEARER_ONLY, (token_hash,))
     if row is None:
         raise InvalidClient("invalid_token")
-    client_id, token_jkt, scopes, expires_at, establishment_id, revoked_at = row
-    if expires_at <= utcnow():
+    client_id, token_jkt, scopes, expires_at, establishment_id, revoked_at, fresh = row
+    if client_id is None or expires_at <= utcnow():
         raise InvalidClient("invalid_token")
-    jkt = verify_dpop_proof(session, proof=dpop_proof, method=method, url=url, access_token=token)
-    if jkt != token_jkt:
+    if isinstance(proof, InvalidClient):
+        raise proof
+    if not fresh or proof.jkt != token_jkt:  # replayed, or signed by another key than the token's
         raise InvalidClient("invalid_dpop_proof")
     if revoked_at is not None:
         raise InvalidClient("invalid_token")
