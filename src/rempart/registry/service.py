@@ -525,6 +525,19 @@ CANDIDATES_BY_CARD = _CANDIDATES + " AND b.card_bidx = %s"
 CANDIDATES_BY_NIR = _CANDIDATES + " AND b.nir_bidx = %s"
 
 
+_DECOY_KEYS: dict[str, fields.DataKey] = {}
+
+
+def _decoy_key(session: Session, keystore: Keystore, insurer: ActiveInsurer) -> fields.DataKey:
+    """A data key of the insurer's to decrypt the decoy with, remembered: a hit finds its keys
+    in the keystore's memory, so a miss must not pay a query for its key (that would tell)."""
+    name = kek_name_for_insurer(insurer.amc_number)
+    key = _DECOY_KEYS.get(name)
+    if key is None:
+        key = _DECOY_KEYS[name] = keystore.active_field_key(session, name)
+    return key
+
+
 def identify(
     session: Session,
     keystore: Keystore,
@@ -563,7 +576,7 @@ def identify(
         if same and found is None:
             found = Identified(row_id, insurer.id)
     if not candidates:
-        key = keystore.active_field_key(session, kek_name_for_insurer(insurer.amc_number))
+        key = _decoy_key(session, keystore, insurer)
         for _ in range(2):
             fields.decrypt(key, BENEFICIARIES, "birth_date", "decoy", _decoy(key))
     return found
