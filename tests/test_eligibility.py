@@ -241,7 +241,7 @@ def test_a_check_refused_for_its_misses_counts_nowhere(
         assert software.post(PATH, card_body(member=f"M08{number:05d}")).json()["outcome"] == "not_found"
     for _ in range(3):
         assert software.post(PATH, card_body()).status_code == 429
-    key, start = ratelimit._window(decide.RIGHTS_CHECKS, f"professional:{software.professional_id}", utcnow())
+    key, start = ratelimit.window(decide.RIGHTS_CHECKS, f"professional:{software.professional_id}", utcnow())
     with platform.session() as session:
         counted = session.execute(
             text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),

@@ -21,7 +21,7 @@ MISSES = Limit("test-misses", 1, dt.timedelta(hours=1))
 
 
 def hits(platform: Platform, limit: Limit, subject: str, now: dt.datetime) -> int:
-    key, start = ratelimit._window(limit, subject, now)
+    key, start = ratelimit.window(limit, subject, now)
     with platform.session() as session:
         found = session.execute(
             text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),

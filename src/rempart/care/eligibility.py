@@ -204,7 +204,9 @@ def check_rights(
     answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     outcome = NOT_FOUND if found is None else answer.outcome
     engagement = answer.engagement if found is not None else None
+    miss_key, miss_window = decide.miss_counter(caller.professional_id)
     raw.run(session, RECORD_CHECK, {
+        "miss_key": miss_key, "miss_window": miss_window,
         "id": reference, "establishment": caller.establishment_id, "professional": caller.professional_id,
         "client": caller.api_client_id, "account": caller.account_id, "insurer": insurer.id,
         "beneficiary": found.beneficiary_id if found else None, "care_date": request.care_date,
@@ -212,7 +214,6 @@ def check_rights(
         "covered": [d.domain for d in answer.domains if d.covered], "valid_until": answer.engagement_valid_until,
     })  # fmt: skip
     if found is None:
-        decide.found_nobody(session, professional_id=caller.professional_id)
         audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(reference)})
         session.commit()
         return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
@@ -222,9 +223,15 @@ def check_rights(
     return answer
 
 
-# The check's record and, when it found cover, its engagement: one statement (see db/raw.py).
+# The check's record and, when it found cover, its engagement; when it found nobody, one more
+# for the guard's count of misses (guard.decide.miss_counter). One statement (see db/raw.py),
+# the same on every path.
 RECORD_CHECK = """
-WITH checked AS (
+WITH missed AS (
+    INSERT INTO rate_counters (key, window_start, hits)
+    SELECT %(miss_key)s, %(miss_window)s, 1 WHERE %(outcome)s = 'not_found'
+    ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1
+), checked AS (
     INSERT INTO rights_checks (id, establishment_id, professional_id, api_client_id, account_id, insurer_id,
                                beneficiary_id, care_date, domains, outcome)
     VALUES (%(id)s, %(establishment)s, %(professional)s, %(client)s, %(account)s, %(insurer)s, %(beneficiary)s,

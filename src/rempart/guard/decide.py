@@ -31,6 +31,8 @@ def admit(session: Session, *, professional_id: uuid.UUID) -> None:
     ratelimit.hit_all(session, [(RIGHTS_CHECKS, subject)], unless_spent=[(RIGHTS_MISSES, subject)])
 
 
-def found_nobody(session: Session, *, professional_id: uuid.UUID) -> None:
-    """An identification found nobody: counted in the caller's transaction."""
-    ratelimit.count(session, RIGHTS_MISSES, f"professional:{professional_id}")
+def miss_counter(professional_id: uuid.UUID) -> tuple[str, dt.datetime]:
+    """The counter (key, window start) an identification that found nobody adds one to. The
+    rights check's record adds it in the same statement, on a hit as well as a miss (it adds
+    nothing on a hit), so that both send the same statements."""
+    return ratelimit.window(RIGHTS_MISSES, f"professional:{professional_id}", dt.datetime.now(dt.UTC))

@@ -66,8 +66,8 @@ def hit_all(
     are read, not counted: when one is used up the request is refused and, as if it had not
     come, counted nowhere (in the same statement)."""
     now = now or dt.datetime.now(dt.UTC)
-    windows = [(_window(limit, subject, now), limit) for limit, subject in counts]
-    watched = [(_window(limit, subject, now), limit) for limit, subject in unless_spent]
+    windows = [(window(limit, subject, now), limit) for limit, subject in counts]
+    watched = [(window(limit, subject, now), limit) for limit, subject in unless_spent]
     if {key for (key, _), _ in windows} & {key for (key, _), _ in watched}:
         raise ValueError("a limit is either counted or watched, not both")
     for (_, start), limit in watched:
@@ -114,7 +114,7 @@ def _refused(limit: Limit, start: dt.datetime, now: dt.datetime) -> RateLimited:
     return RateLimited(max(1, int((start + limit.window - now).total_seconds())))
 
 
-def _window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datetime]:
+def window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.datetime]:
     """The counter's key (subject hashed with the window) and the window's start."""
     seconds = int(limit.window.total_seconds())
     start = dt.datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, dt.UTC)
@@ -126,7 +126,7 @@ def count(session: Session, limit: Limit, subject: str, *, now: dt.datetime | No
     """Count one event of `subject` in the caller's transaction, never refusing (the refusal
     comes from `hit_all(..., unless_spent=...)` at the next attempt)."""
     now = now or dt.datetime.now(dt.UTC)
-    key, start = _window(limit, subject, now)
+    key, start = window(limit, subject, now)
     raw.run(
         session,
         "INSERT INTO rate_counters (key, window_start, hits) VALUES (%s, %s, 1)"
