@@ -109,6 +109,41 @@ def test_v10_dpop_bound_token_works_only_with_its_key(api: tuple[Platform, str, 
     assert unknown.status_code == 401 and 'error="invalid_token"' in unknown.headers["www-authenticate"]
 
 
+def test_v10_the_proof_names_the_target_as_rfc_9449_compares_it(api: tuple[Platform, str, str]) -> None:
+    """`htu` is compared after RFC 3986 normalization, and against the path as sent: the same
+    target written another way passes, another target does not."""
+    platform, origin, base = api
+    client_key, dpop_key = OKPKey.generate_key("Ed25519"), ECKey.generate_key("P-256")
+    issued = get_token(base, origin, client_key, register(platform, client_key), dpop_key)
+    token = issued.json()["access_token"]
+    port = origin.rsplit(":", 1)[1]
+
+    def call(htu: str) -> int:
+        headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING,
+                   "DPoP": proof(dpop_key, "GET", htu, token)}  # fmt: skip
+        return httpx.get(f"{base}/api/v1/whoami", headers=headers).status_code
+
+    assert call(f"HTTP://LocalHost:{port}/api/v1/%77hoami") == 200  # case, and an unreserved char encoded
+    assert call(f"{origin}/api/v1/whoami?page=2#top") == 200  # query and fragment are not part of it
+    assert call(f"{origin}/api/v1/whoam") == 401
+    assert call(f"https://localhost:{port}/api/v1/whoami") == 401
+    assert call(f"http://127.0.0.1:{port}/api/v1/whoami") == 401  # another host
+    # A path sent percent-encoded is compared as sent (past authentication: this token lacks
+    # the invoices scope, hence 403, not 401).
+    sent = f"/api/v1/care/invoices/{str(uuid.uuid4()).replace('-', '%2D')}/cancel"
+    headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING,
+               "DPoP": proof(dpop_key, "POST", origin + sent, token)}  # fmt: skip
+    assert httpx.post(f"{base}{sent}", headers=headers).status_code == 403
+
+
+def test_normalized_target() -> None:
+    norm = apiclients.normalized_target
+    assert norm("HTTPS://Example.FR:443/a%7eb/%2f") == "https://example.fr/a~b/%2F"
+    assert norm("http://example.fr:8080") == "http://example.fr:8080/"
+    assert norm("http://[::1]:80/x") == "http://[::1]/x"
+    assert norm("ftp://example.fr/") is None and norm("/relative") is None and norm("http://h:99999/") is None
+
+
 def test_v10_client_authentication_is_strict(api: tuple[Platform, str, str]) -> None:
     platform, origin, base = api
     client_key, dpop_key = OKPKey.generate_key("Ed25519"), ECKey.generate_key("P-256")

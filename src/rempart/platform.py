@@ -10,6 +10,8 @@ import datetime as dt
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
+import signal
 import socket
 import tempfile
 import threading
@@ -192,8 +194,21 @@ def serve_audit_sequencer(
         platform.close()
 
 
-def run_audit_sequencer_process(path: str) -> None:
+def end_with_parent(parent: int) -> None:
+    """In a child of `rempart serve`: a thread that ends this process (SIGTERM) once the process
+    that started it is gone, even killed; an orphan would hold the port or the database."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_audit_sequencer_process(path: str, parent: int) -> None:
     """A `multiprocessing` target: the sequencer with the environment's settings."""
+    end_with_parent(parent)
     with contextlib.suppress(KeyboardInterrupt):
         serve_audit_sequencer(get_settings(), Path(path))
 
@@ -236,7 +251,10 @@ class SequencerProcess:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         process = self._context.Process(
-            target=run_audit_sequencer_process, args=(str(self.path),), name="rempart-audit-sequencer", daemon=True
+            target=run_audit_sequencer_process,
+            args=(str(self.path), os.getpid()),
+            name="rempart-audit-sequencer",
+            daemon=True,
         )
         process.start()
         self._process = process

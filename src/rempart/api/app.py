@@ -157,10 +157,11 @@ def create_app(platform: Platform) -> FastAPI:
         # Fail closed: what could not be recorded is not returned.
         return JSONResponse({"detail": "the audit log is unavailable: nothing was returned"}, status_code=503)
 
-    app.include_router(build_router(platform))
-    app.include_router(oauth.build_router(platform))
-    app.include_router(audit_routes.build_router(platform))
+    # Routes are matched in order, one by one: the door practice software calls all day first.
     app.include_router(care_routes.build_router(platform))
+    app.include_router(oauth.build_router(platform))
+    app.include_router(build_router(platform))
+    app.include_router(audit_routes.build_router(platform))
     app.include_router(care_pages.build_router(platform))
     app.mount("/static", StaticFiles(directory=Path(portal.__file__).parent / "static"), name="static")
 

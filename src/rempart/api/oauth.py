@@ -18,6 +18,13 @@ def refused(error: apiclients.InvalidClient) -> JSONResponse:
     return JSONResponse({"error": error.error}, status_code=status, headers=headers)
 
 
+def target_path(request: Request) -> str:
+    """The path as the client sent it, percent-encodings kept: what its DPoP proof signed
+    (Starlette's `request.url.path` is decoded, and an encoded `/` would read as a separator)."""
+    raw_path = request.scope.get("raw_path")
+    return raw_path.decode("latin-1") if raw_path else request.url.path
+
+
 def build_router(platform: Platform) -> APIRouter:
     router = APIRouter()
     origin = platform.settings.portal_origin
@@ -60,7 +67,7 @@ def build_router(platform: Platform) -> APIRouter:
             try:
                 caller = apiclients.authenticate_call(
                     session, platform.keystore, authorization=authorization, dpop_proof=dpop, method="GET",
-                    url=f"{origin}{request.url.path}", acting_for=x_acting_rpps,
+                    url=origin + target_path(request), acting_for=x_acting_rpps,
                 )  # fmt: skip
             except apiclients.InvalidClient as error:
                 session.commit()

@@ -697,6 +697,7 @@ def serve(
     import uvicorn
 
     from rempart.api.app import create_app
+    from rempart.api.serving import PortInUse, serve_processes
     from rempart.platform import SequencerProcess, sequencer_socket
 
     settings = get_settings()
@@ -732,8 +733,10 @@ def serve(
                 raise typer.Exit(1)
             os.environ["REMPART_AUDIT_SEQUENCER"] = str(sequencer.path)
             try:
-                uvicorn.run("rempart.api.app:worker_app", factory=True, workers=processes, host=bind_host,
-                            port=bind_port, log_level="warning")  # fmt: skip
+                serve_processes(bind_host, bind_port, processes)
+            except PortInUse as error:
+                console.print(str(error))
+                raise typer.Exit(1) from None
             finally:
                 sequencer.stop()
         else:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
+import re
 import secrets
+import string
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +193,36 @@ def verify_dpop_proof(
     return checked.jkt
 
 
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _percent_normalized(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else match.group(0).upper()
+
+
+@functools.lru_cache(maxsize=512)
+def normalized_target(uri: str) -> str | None:
+    """A URI as RFC 9449 §4.3 compares `htu`: without query or fragment, after RFC 3986 §6.2.2's
+    syntax-based normalization (scheme and host in lower case, the default port dropped,
+    unreserved characters' percent-encodings decoded and the others' hex in upper case). None
+    when it is not an absolute http(s) URI."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    path = re.sub("%([0-9A-Fa-f]{2})", _percent_normalized, parts.path) or "/"
+    return f"{scheme}://{netloc}{path}"
+
+
 def _checked_proof(proof: str | None, *, method: str, url: str, access_token: str | None) -> _Proof:
     """Everything about a DPoP proof but its jti's novelty, which only the database knows."""
     if not proof:
@@ -207,7 +241,9 @@ def _checked_proof(proof: str | None, *, method: str, url: str, access_token: st
         raise InvalidClient("invalid_dpop_proof") from None
     now = utcnow()
     issued = _timestamp(claims.get("iat"), "invalid_dpop_proof")
-    if claims.get("htm") != method or claims.get("htu") != url or abs(now - issued) > PROOF_MAX_AGE:
+    htu = claims.get("htu")
+    same_target = isinstance(htu, str) and len(htu) <= 2048 and normalized_target(htu) == normalized_target(url)
+    if claims.get("htm") != method or not same_target or abs(now - issued) > PROOF_MAX_AGE:
         raise InvalidClient("invalid_dpop_proof")
     if access_token is not None:
         expected = base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
