@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from rempart.db.base import utcnow
 from rempart.guard import decide, ratelimit
 from rempart.guard.ratelimit import Limit
 from rempart.platform import Platform
+from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary
 
 from apikit import PracticeSoftware
@@ -217,6 +221,37 @@ def test_the_guard_stops_a_caller_who_keeps_missing(
     stopped = software.post(PATH, card_body())  # even a real card, once the misses are spent
     assert stopped.status_code == 429 and int(stopped.headers["retry-after"]) > 0
     assert "engagement" not in stopped.text
+
+
+def test_checks_in_flight_together_cannot_pass_the_misses_quota(
+    pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker fires misses at once: each admitted check holds one of the hour's misses
+    while it looks up, so with two left, two of six simultaneous checks go through and four are
+    refused, and a check that finds someone gives its miss back."""
+    platform, software = pharmacy
+    monkeypatch.setattr(decide, "RIGHTS_MISSES", Limit("rights-misses", 3, dt.timedelta(hours=1)))
+    assert software.post(PATH, card_body(member="M07000000")).json()["outcome"] == "not_found"
+    assert software.post(PATH, card_body()).json()["outcome"] == "covered"  # takes one, gives it back
+    release = threading.Event()
+    looking_up = registry.identify
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # keeps the admitted checks in flight together
+        release.wait(10)
+        return looking_up(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "identify", held)
+    with ThreadPoolExecutor(6) as pool:
+        sent = [pool.submit(software.post, PATH, card_body(member=f"M07{n:06d}")) for n in range(1, 7)]
+        time.sleep(1.5)  # all six arrive and are admitted or refused before any looks up
+        release.set()
+        statuses = sorted(future.result().status_code for future in sent)
+    assert statuses == [200, 200, 429, 429, 429, 429]
+    key, start = ratelimit.window(decide.RIGHTS_MISSES, f"professional:{software.professional_id}", utcnow())
+    with platform.session() as session:
+        misses = session.execute(text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),
+                                 {"key": key, "start": start}).scalar_one()  # fmt: skip
+    assert misses == 3
 
 
 def test_the_guard_counts_every_check_against_the_daily_quota(

@@ -193,7 +193,7 @@ def check_rights(
     """Answer one rights check; commits its record (and engagement) once the audit holds it."""
     today = today or dt.datetime.now(dt.UTC).date()
     request, insurer = _validated(session, request, today)
-    decide.admit(session, professional_id=caller.professional_id)  # the guard, before any lookup
+    miss_key, miss_window = decide.admit(session, professional_id=caller.professional_id)  # before any lookup
     found = registry.identify(
         session, keystore, insurer=insurer, birth_date=request.birth_date, member_number=request.member_number,
         birth_rank=request.birth_rank, nir=request.nir,
@@ -204,7 +204,6 @@ def check_rights(
     answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     outcome = NOT_FOUND if found is None else answer.outcome
     engagement = answer.engagement if found is not None else None
-    miss_key, miss_window = decide.miss_counter(caller.professional_id)
     raw.run(session, RECORD_CHECK, {
         "miss_key": miss_key, "miss_window": miss_window,
         "id": reference, "establishment": caller.establishment_id, "professional": caller.professional_id,
@@ -223,14 +222,13 @@ def check_rights(
     return answer
 
 
-# The check's record and, when it found cover, its engagement; when it found nobody, one more
-# for the guard's count of misses (guard.decide.miss_counter). One statement (see db/raw.py),
+# The check's record and, when it found cover, its engagement; when it found someone, the miss
+# the guard took at admission given back (guard.decide.admit). One statement (see db/raw.py),
 # the same on every path.
 RECORD_CHECK = """
-WITH missed AS (
-    INSERT INTO rate_counters (key, window_start, hits)
-    SELECT %(miss_key)s, %(miss_window)s, 1 WHERE %(outcome)s = 'not_found'
-    ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1
+WITH found AS (
+    UPDATE rate_counters SET hits = hits - 1
+    WHERE key = %(miss_key)s AND window_start = %(miss_window)s AND hits > 0 AND %(outcome)s <> 'not_found'
 ), checked AS (
     INSERT INTO rights_checks (id, establishment_id, professional_id, api_client_id, account_id, insurer_id,
                                beneficiary_id, care_date, domains, outcome)

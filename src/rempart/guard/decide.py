@@ -24,15 +24,15 @@ RIGHTS_CHECKS = Limit("rights-checks", 3_000, dt.timedelta(days=1))
 RIGHTS_MISSES = Limit("rights-misses", 60, dt.timedelta(hours=1))
 
 
-def admit(session: Session, *, professional_id: uuid.UUID) -> None:
+def admit(session: Session, *, professional_id: uuid.UUID) -> tuple[str, dt.datetime]:
     """Count the attempt and refuse it when a quota is spent (committed at once: a refused or
-    failed attempt still counts)."""
+    failed attempt still counts).
+
+    Every admitted check takes one of the hour's misses before it looks anyone up, and gives it
+    back once it has found someone: so checks in flight together cannot overshoot the misses
+    (counted after the lookup, a burst of them could), and a check that fails half-way counts
+    as a miss. Returns the misses counter (key, window start) to give back."""
     subject = f"professional:{professional_id}"
-    ratelimit.hit_all(session, [(RIGHTS_CHECKS, subject)], unless_spent=[(RIGHTS_MISSES, subject)])
-
-
-def miss_counter(professional_id: uuid.UUID) -> tuple[str, dt.datetime]:
-    """The counter (key, window start) an identification that found nobody adds one to. The
-    rights check's record adds it in the same statement, on a hit as well as a miss (it adds
-    nothing on a hit), so that both send the same statements."""
-    return ratelimit.window(RIGHTS_MISSES, f"professional:{professional_id}", dt.datetime.now(dt.UTC))
+    taken = ratelimit.hit_all(session, [(RIGHTS_CHECKS, subject)], reserve=(RIGHTS_MISSES, subject))
+    assert taken is not None
+    return taken

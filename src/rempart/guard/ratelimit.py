@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -57,53 +56,60 @@ def hit_all(
     session: Session,
     counts: list[tuple[Limit, str]],
     *,
-    unless_spent: Sequence[tuple[Limit, str]] = (),
+    reserve: tuple[Limit, str] | None = None,
     now: dt.datetime | None = None,
     commit: bool = True,
-) -> None:
+) -> tuple[str, dt.datetime] | None:
     """Count one request against several limits in one statement; raise for the first spent
-    (every count is kept: a refused request still counts). With `unless_spent`, limits that
-    are read, not counted: when one is used up the request is refused and, as if it had not
-    come, counted nowhere (in the same statement)."""
+    (every count is kept: a refused request still counts).
+
+    With `reserve`, a limit the request takes one of only while one is left, the counter's
+    row locked and compared as it increments, so that requests in flight together cannot
+    take more than there is; when none is left the request is refused and, as if it had not
+    come, counted nowhere. Returns that counter's (key, window start): the caller gives the
+    unit back when the request turns out not to use it (care.eligibility.RECORD_CHECK)."""
     now = now or dt.datetime.now(dt.UTC)
     windows = [(window(limit, subject, now), limit) for limit, subject in counts]
-    watched = [(window(limit, subject, now), limit) for limit, subject in unless_spent]
-    if {key for (key, _), _ in windows} & {key for (key, _), _ in watched}:
-        raise ValueError("a limit is either counted or watched, not both")
-    for (_, start), limit in watched:
-        if limit.hits <= 0:  # spent before any row exists (the statement reads only rows)
-            raise _refused(limit, start, now)
+    reserved = None if reserve is None else window(reserve[0], reserve[1], now)
+    if reserved is not None and reserved[0] in {key for (key, _), _ in windows}:
+        raise ValueError("a limit is either counted or reserved, not both")
     params: dict[str, object] = {}
     values = []
     for i, ((key, start), _) in enumerate(windows):
         params[f"k{i}"], params[f"s{i}"] = key, start
         values.append(f"(%(k{i})s, CAST(%(s{i})s AS timestamptz), 1)")
     rows_in = f"VALUES {', '.join(values)}"
-    spent = ""
-    if watched:
-        read = []
-        for i, ((key, start), limit) in enumerate(watched):
-            params[f"w{i}"], params[f"ws{i}"], params[f"wl{i}"] = key, start, limit.hits
-            read.append(f"(key = %(w{i})s AND window_start = %(ws{i})s AND hits >= %(wl{i})s)")
-        spent = f"spent AS (SELECT key, hits FROM rate_counters WHERE {' OR '.join(read)}), "
-        rows_in = f"SELECT * FROM ({rows_in}) AS v WHERE NOT EXISTS (SELECT 1 FROM spent)"
-    statement = (
-        f"WITH {spent}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
-        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
-        " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM spent" if watched else "")
-    )
+    taken = ""
+    if reserve is not None and reserved is not None:
+        if reserve[0].hits <= 0:  # none to take, before any row exists
+            raise _refused(reserve[0], reserved[1], now)
+        params["r"], params["rs"], params["rl"] = reserved[0], reserved[1], reserve[0].hits
+        taken = (
+            "taken AS (INSERT INTO rate_counters (key, window_start, hits) VALUES (%(r)s, %(rs)s, 1)"
+            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1"
+            " WHERE rate_counters.hits < %(rl)s RETURNING key, hits), "
+        )
+        rows_in = f"SELECT * FROM ({rows_in}) AS v WHERE EXISTS (SELECT 1 FROM taken)"
+    if not windows and taken:  # only the reservation
+        statement = f"WITH {taken.removesuffix(', ')} SELECT key, hits FROM taken"
+    else:
+        statement = (
+            f"WITH {taken}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
+            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
+            " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM taken" if taken else "")
+        )
     rows = raw.fetch_all(session, statement, params)  # built of literals only
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
     if commit:
         session.commit()
     hits: dict[str, int] = {key: int(count) for key, count in rows}
-    for (key, start), limit in watched:
-        if key in hits:  # only a spent one is read back
-            raise _refused(limit, start, now)
+    if reserve is not None and reserved is not None and reserved[0] not in hits:  # none was left
+        raise _refused(reserve[0], reserved[1], now)
     for (key, start), limit in windows:
         if hits[key] > limit.hits:
             raise _refused(limit, start, now)
+    return reserved
 
 
 SWEEP_ONE_IN = 500
