@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rempart.platform import sequencer_socket
 from rempart.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -141,6 +142,9 @@ def test_a_dead_worker_is_replaced_a_taken_port_refused_and_sigterm_stops_all(
                             env=environment(settings, port), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert second.returncode == 1
     assert f"127.0.0.1:{port} is already in use" in second.stdout + second.stderr
+    audit_socket = sequencer_socket(settings)  # the first server's, untouched by the second
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(audit_socket))
 
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)

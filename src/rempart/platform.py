@@ -228,8 +228,9 @@ class SequencerProcess:
         self._watch: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> bool:
-        """Start it and its watchdog; True once it listens."""
-        if not self._launch(timeout):
+        """Start it and its watchdog; True once it listens. False, touching nothing, when a
+        sequencer already listens on the path (another server's: its socket is not ours to unlink)."""
+        if _listening(self.path) or not self._launch(timeout):
             return False
         self._watch = threading.Thread(target=self._watchdog, name="audit-sequencer-watchdog", daemon=True)
         self._watch.start()

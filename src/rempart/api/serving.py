@@ -86,7 +86,8 @@ def serve_processes(host: str, port: int, processes: int) -> None:
                 if not worker.is_alive() and not stopping:
                     log.warning("server process %s ended (exit code %s): starting another", worker.pid, worker.exitcode)
                     time.sleep(RESTART_PAUSE_S)
-                    workers[i] = start()
+                    if not stopping:
+                        workers[i] = start()
     finally:
         for worker in workers:
             if worker.is_alive():

@@ -190,7 +190,8 @@ def check_rights(
     audit: Recorder,
     today: dt.date | None = None,
 ) -> RightsAnswer:
-    """Answer one rights check; commits its record (and engagement) once the audit holds it."""
+    """Answer one rights check; commits its record (and engagement) once the audit holds it
+    (if that commit fails, the audit tells of a check whose answer never left: fail closed)."""
     today = today or dt.datetime.now(dt.UTC).date()
     request, insurer = _validated(session, request, today)
     miss_key, miss_window = decide.admit(session, professional_id=caller.professional_id)  # before any lookup
@@ -204,6 +205,14 @@ def check_rights(
     answer = _coverage(session, reference, insurer, found.beneficiary_id if found else uuid.uuid4(), request, today)
     outcome = NOT_FOUND if found is None else answer.outcome
     engagement = answer.engagement if found is not None else None
+    # The audit first, then the record and its commit: the record's statement locks the guard's
+    # misses counter (giving a miss back), and must hold it for a statement, not an audit round trip.
+    if found is None:
+        audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(reference)})
+    else:
+        audit.disclosed("rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, found.beneficiary_id)],
+                        fields=FIELDS_DISCLOSED,
+                        detail={"check": str(reference), "outcome": answer.outcome})  # fmt: skip
     raw.run(session, RECORD_CHECK, {
         "miss_key": miss_key, "miss_window": miss_window,
         "id": reference, "establishment": caller.establishment_id, "professional": caller.professional_id,
@@ -212,13 +221,9 @@ def check_rights(
         "domains": list(request.domains), "outcome": outcome, "engagement": engagement,
         "covered": [d.domain for d in answer.domains if d.covered], "valid_until": answer.engagement_valid_until,
     })  # fmt: skip
-    if found is None:
-        audit.found_nobody("rights.check", purpose="tiers-payant", detail={"check": str(reference)})
-        session.commit()
-        return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
-    audit.disclosed("rights.check", purpose="tiers-payant", subjects=[(ev.BENEFICIARY, found.beneficiary_id)],
-                    fields=FIELDS_DISCLOSED, detail={"check": str(reference), "outcome": answer.outcome})  # fmt: skip
     session.commit()
+    if found is None:
+        return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
     return answer
 
 

@@ -697,10 +697,17 @@ def serve(
     import uvicorn
 
     from rempart.api.app import create_app
-    from rempart.api.serving import PortInUse, serve_processes
+    from rempart.api.serving import PortInUse, port_is_free, serve_processes
     from rempart.platform import SequencerProcess, sequencer_socket
 
     settings = get_settings()
+    bind_host, bind_port = host or settings.http_host, port or settings.http_port
+    processes = workers or settings.http_workers
+    if processes > 1 and not port_is_free(bind_host, bind_port):
+        # Before the database, the seed or the audit sequencer: a second server must not touch
+        # the first one's audit socket.
+        console.print(f"{bind_host}:{bind_port} is already in use")
+        raise typer.Exit(1)
     p = open_platform(settings)
     try:
         if demo:
@@ -711,7 +718,6 @@ def serve(
                 console.print(f"reusing the registry already in {settings.data_dir}")
             else:
                 console.print(f"seeded {summary.beneficiaries} beneficiaries across {summary.insurers} insurers")
-        bind_host, bind_port = host or settings.http_host, port or settings.http_port
         out.print(f"Rempart is serving on http://localhost:{bind_port}  (health: /healthz; Ctrl-C stops)")
         if demo:
             from rempart.identity.service import demo_invitations
@@ -722,7 +728,6 @@ def serve(
             out.print(f"Single-use invitations (valid {settings.invitation_hours} h), each enrols a passkey:")
             for who, link in links:
                 out.print(f"  {who}: {link}", soft_wrap=True)
-        processes = workers or settings.http_workers
         if processes > 1:  # each worker opens its own platform (its own pool); one sequencer commits their reads
             os.environ["REMPART_HTTP_PORT"] = str(bind_port)  # workers derive the portal's origin from it
             os.environ.setdefault("REMPART_DATABASE_URL", p.url)

@@ -130,7 +130,7 @@ def window(limit: Limit, subject: str, now: dt.datetime) -> tuple[str, dt.dateti
 
 def count(session: Session, limit: Limit, subject: str, *, now: dt.datetime | None = None) -> None:
     """Count one event of `subject` in the caller's transaction, never refusing (the refusal
-    comes from `hit_all(..., unless_spent=...)` at the next attempt)."""
+    comes from `hit_all(..., reserve=...)` at the next attempt)."""
     now = now or dt.datetime.now(dt.UTC)
     key, start = window(limit, subject, now)
     raw.run(

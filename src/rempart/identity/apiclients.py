@@ -204,10 +204,11 @@ def _percent_normalized(match: re.Match[str]) -> str:
 
 @functools.lru_cache(maxsize=512)
 def normalized_target(uri: str) -> str | None:
-    """A URI as RFC 9449 §4.3 compares `htu`: without query or fragment, after RFC 3986 §6.2.2's
-    syntax-based normalization (scheme and host in lower case, the default port dropped,
-    unreserved characters' percent-encodings decoded and the others' hex in upper case). None
-    when it is not an absolute http(s) URI."""
+    """A URI as RFC 9449 §4.3 compares `htu`: without query or fragment, after part of RFC 3986
+    §6.2.2's syntax-based normalization (scheme and host in lower case, the default port dropped,
+    unreserved characters' percent-encodings decoded and the others' hex in upper case; dot
+    segments are not removed, so a proof naming them fails closed). None when it is not an
+    absolute http(s) URI, and None never matches."""
     try:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port
@@ -242,7 +243,10 @@ def _checked_proof(proof: str | None, *, method: str, url: str, access_token: st
     now = utcnow()
     issued = _timestamp(claims.get("iat"), "invalid_dpop_proof")
     htu = claims.get("htu")
-    same_target = isinstance(htu, str) and len(htu) <= 2048 and normalized_target(htu) == normalized_target(url)
+    expected = normalized_target(url)
+    same_target = (
+        expected is not None and isinstance(htu, str) and len(htu) <= 2048 and normalized_target(htu) == expected
+    )
     if claims.get("htm") != method or not same_target or abs(now - issued) > PROOF_MAX_AGE:
         raise InvalidClient("invalid_dpop_proof")
     if access_token is not None:
