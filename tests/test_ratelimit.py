@@ -62,14 +62,15 @@ def test_a_reserved_limit_is_exact_for_requests_in_flight_together(platform: Pla
     open at the same time waits for the first and sees its unit taken."""
     now = dt.datetime.now(dt.UTC)
     few = Limit("test-few", 3, dt.timedelta(hours=1))
+    calls = [(Limit("test-calls", 100, dt.timedelta(hours=1)), "p5")]
     with platform.session() as first, platform.session() as second:
-        ratelimit.hit_all(first, [], reserve=(few, "p5"), now=now, commit=False)
-        ratelimit.hit_all(first, [], reserve=(few, "p5"), now=now, commit=False)
+        ratelimit.hit_all(first, calls, reserve=(few, "p5"), now=now, commit=False)
+        ratelimit.hit_all(first, calls, reserve=(few, "p5"), now=now, commit=False)
         results: list[str] = []
 
         def other() -> None:
             try:
-                ratelimit.hit_all(second, [], reserve=(few, "p5"), now=now)
+                ratelimit.hit_all(second, calls, reserve=(few, "p5"), now=now)
                 results.append("taken")
             except RateLimited:
                 results.append("refused")
@@ -82,5 +83,5 @@ def test_a_reserved_limit_is_exact_for_requests_in_flight_together(platform: Pla
         waiting.join(10)
         assert results == ["taken"]  # the third of three
         with pytest.raises(RateLimited):
-            ratelimit.hit_all(first, [], reserve=(few, "p5"), now=now)
+            ratelimit.hit_all(first, calls, reserve=(few, "p5"), now=now)
     assert hits(platform, few, "p5", now) == 3

@@ -38,10 +38,6 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
     return sock
 
 
-class PortInUse(Exception):
-    pass
-
-
 def port_is_free(host: str, port: int) -> bool:
     try:
         _listening_socket(host, port, reuse_port=False).close()
@@ -61,9 +57,8 @@ def _worker(host: str, port: int, parent: int) -> None:
 
 
 def serve_processes(host: str, port: int, processes: int) -> None:
-    """Run `processes` workers until SIGINT or SIGTERM; a worker that dies is replaced."""
-    if not port_is_free(host, port):
-        raise PortInUse(f"{host}:{port} is already in use")
+    """Run `processes` workers until SIGINT or SIGTERM; a worker that dies is replaced. The
+    caller checks `port_is_free` first, before it opens anything (see `rempart serve`)."""
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no pool or thread inherited
     stopping = False
 

@@ -90,14 +90,11 @@ def hit_all(
             " WHERE rate_counters.hits < %(rl)s RETURNING key, hits), "
         )
         rows_in = f"SELECT * FROM ({rows_in}) AS v WHERE EXISTS (SELECT 1 FROM taken)"
-    if not windows and taken:  # only the reservation
-        statement = f"WITH {taken.removesuffix(', ')} SELECT key, hits FROM taken"
-    else:
-        statement = (
-            f"WITH {taken}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
-            " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
-            " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM taken" if taken else "")
-        )
+    statement = (
+        f"WITH {taken}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
+        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
+        " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM taken" if taken else "")
+    )
     rows = raw.fetch_all(session, statement, params)  # built of literals only
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
