@@ -158,3 +158,19 @@ def test_fixture_data_is_there(served: tuple[Platform, PracticeSoftware], tmp_pa
                                                       "care_date": time.strftime("%Y-%m-%d"),
                                                       "domains": ["pharmacy"]})  # fmt: skip
     assert found.json()["outcome"] == "covered"
+
+
+def test_every_care_operation_documents_the_headers_of_its_proof(served: tuple[Platform, PracticeSoftware]) -> None:
+    """The proof's headers are read from the request, not declared as parameters: the schema
+    still says, for every operation of both doors, that all three are required."""
+    _, software = served
+    document = httpx.get(f"{software.base}/openapi.json").json()
+    operations = [(path, method, operation) for path, item in document["paths"].items()
+                  if path.startswith(("/api/v1/care/", "/fhir/r4/")) for method, operation in item.items()]  # fmt: skip
+    assert len(operations) == 8
+    for path, method, operation in operations:
+        headers = {p["name"]: p["required"] for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert {"Authorization", "DPoP", "X-Acting-RPPS"} <= {n for n, required in headers.items() if required}, (
+            path,
+            method,
+        )

@@ -25,7 +25,7 @@ from rempart.platform import Platform
 from rempart.registry import service as registry
 from rempart.registry.models import Beneficiary
 
-from apikit import PracticeSoftware
+from apikit import PracticeSoftware, proof
 from carekit import MEMBER_BIRTH, TODAY, TWINS_BIRTH, card_body, pharmacy
 from feedkit import AMC_A, AMC_B, person_nir
 from registry_helpers import two_insurers
@@ -286,6 +286,41 @@ def test_a_check_refused_for_its_misses_counts_nowhere(
             {"key": key, "start": start},
         ).scalar_one()
     assert counted == 2
+
+
+def api_calls_counted(platform: Platform, software: PracticeSoftware, since: dt.datetime) -> int:
+    """The client's API calls counted in the minute windows from `since` to now."""
+    windows = {ratelimit.window(ratelimit.API_CLIENT, f"client:{software.client_id}", when)
+               for when in (since, utcnow())}  # fmt: skip
+    with platform.session() as session:
+        return sum(
+            session.execute(text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),
+                            {"key": key, "start": start}).scalar_one_or_none() or 0
+            for key, start in windows
+        )  # fmt: skip
+
+
+def test_a_call_its_use_case_refuses_still_spends_its_proof_and_counts_once(
+    pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authenticating writes the proof's jti and the API counts without committing them (they
+    commit with the use case); a use case that refuses or fails rolls back, and they are
+    written again, once."""
+    platform, software = pharmacy
+    since = utcnow()
+    url = f"{software.origin}{PATH}"
+    headers = {"Authorization": f"DPoP {software.token}", "X-Acting-RPPS": software.rpps,
+               "DPoP": proof(software.dpop_key, "POST", url, software.token)}  # fmt: skip
+    future = card_body(care_date=(TODAY + dt.timedelta(days=400)).isoformat())
+    refused = httpx.post(f"{software.base}{PATH}", json=future, headers=headers)
+    assert refused.status_code == 422 and refused.json()["field"] == "care_date"
+    replayed = httpx.post(f"{software.base}{PATH}", json=card_body(), headers=headers)
+    assert replayed.status_code == 401 and "invalid_dpop_proof" in replayed.text
+    assert api_calls_counted(platform, software, since) == 1  # the refused call, once; a replay counts nowhere
+    assert software.post(PATH, card_body()).json()["outcome"] == "covered"
+    monkeypatch.setattr(decide, "RIGHTS_MISSES", Limit("rights-misses", 0, dt.timedelta(hours=1)))
+    assert software.post(PATH, card_body()).status_code == 429  # refused by the guard, after its commit
+    assert api_calls_counted(platform, software, since) == 3
 
 
 def test_a_token_without_the_scope_is_refused(portal_client: tuple[Platform, httpx.Client], tmp_path: Path) -> None:

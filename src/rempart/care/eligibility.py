@@ -221,7 +221,7 @@ def check_rights(
         "domains": list(request.domains), "outcome": outcome, "engagement": engagement,
         "covered": [d.domain for d in answer.domains if d.covered], "valid_until": answer.engagement_valid_until,
     })  # fmt: skip
-    session.commit()
+    raw.commit(session)
     if found is None:
         return RightsAnswer(reference, NOT_FOUND, request.care_date, insurer.amc_number)
     return answer

@@ -62,6 +62,7 @@ class Keystore:
         self._lock = threading.Lock()
         self._field_keys: dict[int, DataKey] = {}
         self._index_secrets: dict[str, bytes] = {}
+        self._index_keys: dict[tuple[str, int], IndexKeys] = {}  # derived once, not on every lookup
         self._secrets: dict[tuple[str, str], bytes] = {}
 
     def forget(self) -> None:
@@ -69,6 +70,7 @@ class Keystore:
         with self._lock:
             self._field_keys.clear()
             self._index_secrets.clear()
+            self._index_keys.clear()
             self._secrets.clear()
         blind_index.forget_keys()
 
@@ -151,6 +153,9 @@ class Keystore:
         return self.field_key(session, key_id)
 
     def index_keys(self, session: Session, kek_name: str, bits: int) -> IndexKeys:
+        derived = self._index_keys.get((kek_name, bits))
+        if derived is not None:
+            return derived
         secret = self._index_secrets.get(kek_name)
         if secret is None:
             row = session.scalars(
@@ -166,7 +171,7 @@ class Keystore:
             with self._lock:
                 self._index_secrets[kek_name] = secret
         member_bits = max(blind_index.MIN_BITS, bits - 1)  # about half as many members as beneficiaries
-        return IndexKeys(
+        derived = IndexKeys(
             nir=blind_index.derive_index_key(secret, blind_index.BENEFICIARY_NIR, bits),
             card=blind_index.derive_index_key(secret, blind_index.BENEFICIARY_CARD, bits),
             member_nir=blind_index.derive_index_key(secret, blind_index.BENEFICIARY_MEMBER_NIR, bits),
@@ -177,6 +182,9 @@ class Keystore:
                 blind_index.bits_for_population(blind_index.NATIONAL_PROFESSIONALS),
             ),
         )
+        with self._lock:
+            self._index_keys[(kek_name, bits)] = derived
+        return derived
 
     def ensure_secret(self, session: Session, kek_name: str, purpose: str) -> None:
         """Create the owner's active secret of this purpose if it has none (a transaction-level

@@ -19,9 +19,30 @@ from sqlalchemy.orm import Session
 Params = Sequence[Any] | Mapping[str, Any]  # %s placeholders take a sequence, %(name)s ones a mapping
 
 
+_DRIVER = "rempart.raw.driver"
+
+
 def driver(session: Session) -> psycopg.Connection[Any]:
-    """The session's psycopg connection, its transaction begun."""
-    return cast(psycopg.Connection[Any], session.connection().connection.driver_connection)
+    """The session's psycopg connection, its transaction begun. Kept on the session while its
+    transaction lasts: asking SQLAlchemy for it again costs ~40 µs a statement."""
+    kept = session.info.get(_DRIVER)
+    if kept is not None and session.in_transaction():
+        return cast(psycopg.Connection[Any], kept)
+    connection = session.connection().connection.driver_connection
+    session.info[_DRIVER] = connection
+    return cast(psycopg.Connection[Any], connection)
+
+
+def commit(session: Session) -> None:
+    """Commit the session's transaction through its psycopg connection (what the ORM has
+    pending is flushed first). SQLAlchemy's own commit costs ~150 µs of Python more, and
+    hands the connection back to the pool to check it out again at the next statement; here
+    the session keeps it, and psycopg begins the next transaction at the next statement (the
+    session's later commit or rollback applies to that one)."""
+    if session.in_nested_transaction():
+        raise RuntimeError("a savepoint is open: commit it through the session")
+    session.flush()
+    driver(session).commit()
 
 
 def fetch_one(session: Session, sql: LiteralString, params: Params = ()) -> tuple[Any, ...] | None:

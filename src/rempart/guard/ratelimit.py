@@ -99,7 +99,7 @@ def hit_all(
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
     if commit:
-        session.commit()
+        raw.commit(session)
     hits: dict[str, int] = {key: int(count) for key, count in rows}
     if reserve is not None and reserved is not None and reserved[0] not in hits:  # none was left
         raise _refused(reserve[0], reserved[1], now)

@@ -1,0 +1,45 @@
+"""The hot path's statements and commits straight through the session's psycopg connection
+(db/raw.py): a raw commit keeps what came before it, the session's own rollback undoes only
+what came after, and what the ORM had pending is committed with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from rempart.db import raw
+from rempart.guard.models import RateCounter
+from rempart.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+INSERT = "INSERT INTO rate_counters (key, window_start, hits) VALUES (%s, %s, 1)"
+
+
+def kept(platform: Platform) -> set[str]:
+    with platform.session() as session:
+        return set(session.scalars(select(RateCounter.key).where(RateCounter.key.like("raw-test:%"))))
+
+
+def test_a_raw_commit_keeps_what_came_before_and_a_rollback_undoes_only_what_came_after(platform: Platform) -> None:
+    with platform.session() as session:
+        raw.run(session, INSERT, ("raw-test:first", START))
+        session.add(RateCounter(key="raw-test:orm", window_start=START, hits=1))  # pending in the ORM
+        raw.commit(session)
+        raw.run(session, INSERT, ("raw-test:second", START))
+        session.rollback()
+        raw.run(session, INSERT, ("raw-test:third", START))  # the session goes on, a new transaction
+        session.commit()
+    assert kept(platform) == {"raw-test:first", "raw-test:orm", "raw-test:third"}
+
+
+def test_a_raw_commit_refuses_to_run_inside_a_savepoint(platform: Platform) -> None:
+    with platform.session() as session:
+        raw.run(session, INSERT, ("raw-test:outer", START))
+        with session.begin_nested(), pytest.raises(RuntimeError, match="savepoint"):
+            raw.commit(session)
+        session.rollback()
+    assert kept(platform) == set()
