@@ -303,9 +303,8 @@ def api_calls_counted(platform: Platform, software: PracticeSoftware, since: dt.
 def test_a_call_its_use_case_refuses_still_spends_its_proof_and_counts_once(
     pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Authenticating writes the proof's jti and the API counts without committing them (they
-    commit with the use case); a use case that refuses or fails rolls back, and they are
-    written again, once."""
+    """Authenticating commits the proof's jti and the API's counts before the use case runs: a
+    refused input or a guard's 429 still spent the proof, and each call counts once."""
     platform, software = pharmacy
     since = utcnow()
     url = f"{software.origin}{PATH}"

@@ -18,7 +18,7 @@ from rempart.audit import events as ev
 from rempart.care.models import Consumption, Engagement, Invoice, InvoiceEvent
 from rempart.platform import Platform
 
-from apikit import PracticeSoftware
+from apikit import PracticeSoftware, proof
 from carekit import TODAY, card_body, engage, line, pharmacy
 
 pytestmark = pytest.mark.integration
@@ -56,6 +56,20 @@ def test_an_invoice_is_accepted_with_its_amounts_and_replayed_not_doubled(
         assert session.scalar(select(func.count()).select_from(Invoice)) == 1
         states = session.scalars(select(InvoiceEvent.state).order_by(InvoiceEvent.id)).all()
         assert states == ["received", "accepted"]
+
+
+def test_a_proof_spent_on_a_replayed_invoice_cannot_be_replayed(pharmacy: tuple[Platform, PracticeSoftware]) -> None:
+    """Answering an Idempotency-Key already used rolls the use case's transaction back: the
+    proof's jti and the API's counts must have been committed before, or the same proof would
+    fetch the invoice again and again, uncounted."""
+    _, software = pharmacy
+    body = {"engagement": engage(software, "pharmacy"), "lines": [line()]}
+    assert invoice(software, body, key="order-9").status_code == 201
+    url = f"{software.origin}{INVOICES}"
+    headers = {"Authorization": f"DPoP {software.token}", "X-Acting-RPPS": software.rpps, "Idempotency-Key": "order-9",
+               "DPoP": proof(software.dpop_key, "POST", url, software.token)}  # fmt: skip
+    statuses = [httpx.post(f"{software.base}{INVOICES}", json=body, headers=headers).status_code for _ in range(3)]
+    assert statuses == [200, 401, 401]
 
 
 def test_the_same_act_twice_is_a_duplicate_until_cancelled(pharmacy: tuple[Platform, PracticeSoftware]) -> None:

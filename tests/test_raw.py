@@ -43,3 +43,20 @@ def test_a_raw_commit_refuses_to_run_inside_a_savepoint(platform: Platform) -> N
             raw.commit(session)
         session.rollback()
     assert kept(platform) == set()
+
+
+def test_after_the_session_commits_raw_statements_follow_it_to_its_next_connection(platform: Platform) -> None:
+    """The session gives its connection back to the pool when it commits: the psycopg connection
+    kept for raw statements must not outlive that (it may be another request's by then)."""
+    with platform.session() as session, platform.session() as other:
+        raw.run(session, INSERT, ("raw-test:before", START))
+        first = raw.driver(session)
+        session.commit()  # its connection back in the pool, where the other session takes it
+        raw.run(other, INSERT, ("raw-test:other's", START))
+        assert raw.driver(other) is first
+        session.scalars(select(RateCounter.key).limit(1)).all()  # a new transaction, on another connection
+        assert raw.driver(session) is session.connection().connection.driver_connection is not first
+        raw.run(session, INSERT, ("raw-test:after", START))
+        raw.commit(session)
+        other.rollback()
+    assert kept(platform) == {"raw-test:before", "raw-test:after"}

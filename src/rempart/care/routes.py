@@ -105,28 +105,20 @@ def build_router(platform: Platform) -> APIRouter:
                     challenge = {k: v for k, v in answer.headers.items() if k.lower() == "www-authenticate"}
                     return JSONResponse(outcome, answer.status_code, challenge, media_type=care_fhir.FHIR_JSON)
                 return answer
-            # What authenticating wrote (the proof's jti, the API counters) commits with the use
-            # case's first commit; if the use case fails, it is written again on its own.
+            raw.commit(session)  # at once, the proof's jti and the API's counts: a failed use case still spent them
+            caller = CareCaller.of_api(api, scope)
+            context = caller.audit_context(ip=request.client.host if request.client else None,
+                                           request_id=getattr(request.state, "request_id", None))  # fmt: skip
             try:
-                caller = CareCaller.of_api(api, scope)
-                context = caller.audit_context(ip=request.client.host if request.client else None,
-                                               request_id=getattr(request.state, "request_id", None))  # fmt: skip
-                response = use_case(session, caller, platform.audit.for_request(context))
+                return use_case(session, caller, platform.audit.for_request(context))
             except CareInputError as error:
-                _rolled_back(session, api)
                 if fhir:
                     expression = care_fhir.expression_of(error.field)
                     return fhir_refused([("business-rule" if error.field == "engagement" else "invalid", expression,
                                           error.reason)])  # fmt: skip
                 return input_refused(error)
             except care_fhir.FhirInputError as error:
-                _rolled_back(session, api)
                 return fhir_refused([(error.code, error.expression, error.reason)])
-            except Exception:
-                _rolled_back(session, api)
-                raise
-            raw.commit(session)  # a use case that only reads commits nothing of its own
-            return response
 
     @router.post("/api/v1/care/agreements", tags=["care"], response_model=AgreementOut, status_code=201,
                  responses=ERRORS, openapi_extra=PROOF_HEADERS)  # fmt: skip
@@ -312,12 +304,6 @@ def build_router(platform: Platform) -> APIRouter:
         return await run_in_threadpool(call, request, proof, scope, submit, fhir=True)
 
     return router
-
-
-def _rolled_back(session: Session, api: apiclients.ApiCaller) -> None:
-    """A refused or failed use case: nothing of it is kept, but the call stays counted."""
-    session.rollback()
-    apiclients.keep_spent(session, api)
 
 
 def fhir_refused(problems: list[tuple[str, str, str]]) -> JSONResponse:

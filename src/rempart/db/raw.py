@@ -23,13 +23,15 @@ _DRIVER = "rempart.raw.driver"
 
 
 def driver(session: Session) -> psycopg.Connection[Any]:
-    """The session's psycopg connection, its transaction begun. Kept on the session while its
-    transaction lasts: asking SQLAlchemy for it again costs ~40 µs a statement."""
+    """The session's psycopg connection, its transaction begun. Kept on the session for as long
+    as that SQLAlchemy transaction lasts (asking SQLAlchemy again costs ~40 µs a statement):
+    once it ends, the connection is back in the pool and may be another request's."""
+    transaction = session.get_transaction()
     kept = session.info.get(_DRIVER)
-    if kept is not None and session.in_transaction():
-        return cast(psycopg.Connection[Any], kept)
+    if kept is not None and transaction is not None and kept[0] is transaction:
+        return cast(psycopg.Connection[Any], kept[1])
     connection = session.connection().connection.driver_connection
-    session.info[_DRIVER] = connection
+    session.info[_DRIVER] = (session.get_transaction(), connection)
     return cast(psycopg.Connection[Any], connection)
 
 
@@ -38,7 +40,9 @@ def commit(session: Session) -> None:
     pending is flushed first). SQLAlchemy's own commit costs ~150 µs of Python more, and
     hands the connection back to the pool to check it out again at the next statement; here
     the session keeps it, and psycopg begins the next transaction at the next statement (the
-    session's later commit or rollback applies to that one)."""
+    session's later commit or rollback applies to that one only). SQLAlchemy still counts
+    what came before as its open transaction: a later `session.rollback()` expires the
+    objects it holds and expunges those added before this commit, though they are stored."""
     if session.in_nested_transaction():
         raise RuntimeError("a savepoint is open: commit it through the session")
     session.flush()

@@ -338,18 +338,6 @@ class ApiCaller:
     scopes: tuple[str, ...]
     acting_professional: str  # the RPPS of the establishment's professional the call acts for
     professional_id: uuid.UUID  # and that professional's internal id
-    spent: SpentProof  # what authenticating wrote, to keep when the call's use case fails
-
-
-@dataclass(frozen=True)
-class SpentProof:
-    """The proof's jti and the API counters one call spent: written by `authenticate_call` in
-    the caller's transaction, committed with the use case's first commit (one commit less per
-    call); when the use case fails and rolls back, `keep_spent` writes them again."""
-
-    jti: str
-    expires_at: dt.datetime
-    counts: tuple[tuple[ratelimit.Limit, str], ...]
 
 
 def authenticate_call(
@@ -399,26 +387,7 @@ def authenticate_call(
     )  # fmt: skip
     if professional_id is None:
         raise InvalidClient("invalid_request")
-    counts = (
-        (ratelimit.API_CLIENT, f"client:{client.id}"),
-        (ratelimit.API_PROFESSIONAL, f"professional:{professional_id}"),
-    )
-    # The jti and the counts commit with the caller's use case (one commit less per call);
-    # a refused call commits them at once: it still spends its proof and counts.
-    try:
-        ratelimit.hit_all(session, list(counts), commit=False)
-    except ratelimit.RateLimited:
-        raw.commit(session)
-        raise
-    spent = SpentProof(proof.jti, proof.expires_at, counts)
-    return ApiCaller(client.id, client.establishment_id, tuple(scopes), str(acting_for), professional_id, spent)
-
-
-def keep_spent(session: Session, caller: ApiCaller) -> None:
-    """After the call's use case failed and its transaction rolled back: the proof stays spent
-    and the call counted (both once: the jti tells whether they were committed already)."""
-    spent = caller.spent
-    if raw.fetch_one(session, SPEND_JTI, (spent.jti, spent.expires_at)) is not None:
-        for limit, subject in spent.counts:
-            ratelimit.count(session, limit, subject)
-    raw.commit(session)
+    # Committed at once, with the proof's spent jti: a refused call still spends both.
+    ratelimit.hit_all(session, [(ratelimit.API_CLIENT, f"client:{client.id}"),
+                                (ratelimit.API_PROFESSIONAL, f"professional:{professional_id}")])  # fmt: skip
+    return ApiCaller(client.id, client.establishment_id, tuple(scopes), str(acting_for), professional_id)
