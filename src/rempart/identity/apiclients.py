@@ -66,6 +66,25 @@ def _import_public(jwk: Any, error: str = "invalid_request") -> ECKey | OKPKey:
     raise InvalidClient(error)
 
 
+_PROOF_KEYS: dict[str, tuple[ECKey | OKPKey, str]] = {}
+PROOF_KEYS_KEPT = 2_000  # keys of proofs that verified; a proof's header is at most 4,000 characters
+
+
+def _proof_key(jwk: Any) -> tuple[str, ECKey | OKPKey, str]:
+    """A proof's public key (as its canonical JSON, and imported) and its thumbprint. Practice
+    software signs all its proofs with one key, so the last two are kept once a proof has
+    verified with it (importing and hashing them cost each call ~0.1 ms)."""
+    try:
+        name = json.dumps(jwk, sort_keys=True)
+    except (TypeError, ValueError):
+        raise InvalidClient("invalid_dpop_proof") from None
+    kept = _PROOF_KEYS.get(name)
+    if kept is not None:
+        return name, *kept
+    key = _import_public(jwk, "invalid_dpop_proof")
+    return name, key, str(key.thumbprint())
+
+
 @requires(Permission.MANAGE_API_CLIENTS, step_up=True)
 def register_client(
     session: Session, *, actor: CurrentUser, establishment_id: uuid.UUID, public_jwk: dict[str, Any], scopes: list[str]
@@ -235,11 +254,15 @@ def _checked_proof(proof: str | None, *, method: str, url: str, access_token: st
         or not isinstance(header.get("jwk"), dict)
     ):
         raise InvalidClient("invalid_dpop_proof")
-    key = _import_public(header["jwk"], "invalid_dpop_proof")
+    name, key, thumbprint = _proof_key(header["jwk"])
     try:
         claims = jwt.decode(proof, key, algorithms=ALGORITHMS).claims
     except (JoseError, ValueError):
         raise InvalidClient("invalid_dpop_proof") from None
+    if name not in _PROOF_KEYS:
+        if len(_PROOF_KEYS) >= PROOF_KEYS_KEPT:
+            _PROOF_KEYS.clear()
+        _PROOF_KEYS[name] = (key, thumbprint)
     now = utcnow()
     issued = _timestamp(claims.get("iat"), "invalid_dpop_proof")
     htu = claims.get("htu")
@@ -254,7 +277,7 @@ def _checked_proof(proof: str | None, *, method: str, url: str, access_token: st
         if claims.get("ath") != expected:
             raise InvalidClient("invalid_dpop_proof")
     jti = _jti_key("dpop", claims.get("jti"), "invalid_dpop_proof")
-    return _Proof(jti, issued + 2 * PROOF_MAX_AGE, str(key.thumbprint()))
+    return _Proof(jti, issued + 2 * PROOF_MAX_AGE, thumbprint)
 
 
 @dataclass(frozen=True)
