@@ -40,6 +40,13 @@ def pharmacy_fixture(portal_client: tuple[Platform, httpx.Client], tmp_path: Pat
     return pharmacy(portal_client, tmp_path)
 
 
+def clear_of_the_hours_turn() -> None:
+    """Wait, if need be, so that the hour's misses window does not turn during a test."""
+    now = utcnow()
+    if now.minute == 59 and now.second > 45:
+        time.sleep(61 - now.second)
+
+
 def beneficiary_ids(platform: Platform) -> set[str]:
     with platform.session() as session:
         return {str(i) for i in session.scalars(select(Beneficiary.id))}
@@ -230,9 +237,7 @@ def test_checks_in_flight_together_cannot_pass_the_misses_quota(
     while it looks up, so with two left, two of six simultaneous checks go through and four are
     refused, and a check that finds someone gives its miss back."""
     platform, software = pharmacy
-    now = utcnow()
-    if now.minute == 59 and now.second > 45:  # the hour's window must not turn during the test
-        time.sleep(61 - now.second)
+    clear_of_the_hours_turn()
     monkeypatch.setattr(decide, "RIGHTS_MISSES", Limit("rights-misses", 3, dt.timedelta(hours=1)))
     assert software.post(PATH, card_body(member="M07000000")).json()["outcome"] == "not_found"
     assert software.post(PATH, card_body()).json()["outcome"] == "covered"  # takes one, gives it back
@@ -260,12 +265,20 @@ def test_checks_in_flight_together_cannot_pass_the_misses_quota(
 def test_the_guard_counts_every_check_against_the_daily_quota(
     pharmacy: tuple[Platform, PracticeSoftware], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, software = pharmacy
+    platform, software = pharmacy
+    clear_of_the_hours_turn()
     monkeypatch.setattr(decide, "RIGHTS_CHECKS", Limit("rights-checks", 2, dt.timedelta(days=1)))
     assert software.post(PATH, card_body()).json()["outcome"] == "covered"
     assert software.post(PATH, card_body(member="M0999999")).json()["outcome"] == "not_found"  # a miss counts too
-    stopped = software.post(PATH, card_body())
-    assert stopped.status_code == 429 and "engagement" not in stopped.text
+    for _ in range(3):
+        stopped = software.post(PATH, card_body())
+        assert stopped.status_code == 429 and "engagement" not in stopped.text
+    # Refused for the day, the retries gave back the misses they reserved: one miss, the real one.
+    key, start = ratelimit.window(decide.RIGHTS_MISSES, f"professional:{software.professional_id}", utcnow())
+    with platform.session() as session:
+        misses = session.execute(text("SELECT hits FROM rate_counters WHERE key = :key AND window_start = :start"),
+                                 {"key": key, "start": start}).scalar_one()  # fmt: skip
+    assert misses == 1
 
 
 def test_a_check_refused_for_its_misses_counts_nowhere(

@@ -66,8 +66,9 @@ def hit_all(
     With `reserve`, a limit the request takes one of only while one is left, the counter's
     row locked and compared as it increments, so that requests in flight together cannot
     take more than there is; when none is left the request is refused and, as if it had not
-    come, counted nowhere. Returns that counter's (key, window start): the caller gives the
-    unit back when the request turns out not to use it (care.eligibility.RECORD_CHECK)."""
+    come, counted nowhere; refused by a counted limit, it gives the unit back. Returns that
+    counter's (key, window start): the caller gives the unit back when the request turns out
+    not to use it (care.eligibility.RECORD_CHECK)."""
     now = now or dt.datetime.now(dt.UTC)
     windows = [(window(limit, subject, now), limit) for limit, subject in counts]
     reserved = None if reserve is None else window(reserve[0], reserve[1], now)
@@ -95,18 +96,24 @@ def hit_all(
         " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
         " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM taken" if taken else "")
     )
-    rows = raw.fetch_all(session, statement, params)  # built of literals only
+    hits: dict[str, int] = {key: int(count) for key, count in raw.fetch_all(session, statement, params)}
+    spent = next(((limit, start) for (key, start), limit in windows if hits.get(key, 0) > limit.hits), None)
+    if spent is not None and reserved is not None and reserved[0] in hits:
+        # Refused by a counted limit: the reserved unit it took goes back (else, once the day's
+        # checks are spent, every retry would also spend one of the hour's misses).
+        raw.run(session, GIVE_BACK, reserved)
     if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
         raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
     if commit:
         raw.commit(session)
-    hits: dict[str, int] = {key: int(count) for key, count in rows}
     if reserve is not None and reserved is not None and reserved[0] not in hits:  # none was left
         raise _refused(reserve[0], reserved[1], now)
-    for (key, start), limit in windows:
-        if hits[key] > limit.hits:
-            raise _refused(limit, start, now)
+    if spent is not None:
+        raise _refused(spent[0], spent[1], now)
     return reserved
+
+
+GIVE_BACK = "UPDATE rate_counters SET hits = hits - 1 WHERE key = %s AND window_start = %s AND hits > 0"
 
 
 SWEEP_ONE_IN = 500
