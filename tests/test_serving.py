@@ -166,3 +166,70 @@ def test_workers_end_when_their_supervisor_is_killed(served: tuple[subprocess.Po
         assert time.monotonic() < deadline, f"orphaned processes {alive}"
         time.sleep(0.3)
     assert not sockets_on(port, "0A"), "something still listens on the port"
+
+
+def test_ctrl_c_leaves_the_audit_sequencer_to_be_stopped_last(settings: Settings) -> None:
+    """Ctrl-C reaches every process of the terminal's group at once. The workers finish their
+    last requests, which need the audit sequencer, so the sequencer ignores SIGINT and
+    `rempart serve` stops it once the workers are done."""
+    from rempart.platform import open_platform
+
+    open_platform(settings).close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rempart.cli.main", "serve", "--workers", "2"],
+                            env=environment(settings, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        deadline = time.monotonic() + 60
+        while len(workers := http_workers(proc.pid, port)) < 2:
+            assert time.monotonic() < deadline, "two server processes did not start"
+            time.sleep(0.2)
+        audit_socket = sequencer_socket(settings)
+        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        (sequencer,) = [pid for pid in children if sockets_of(pid) & unix_listening(audit_socket)]
+        os.kill(sequencer, signal.SIGINT)  # the sequencer's share of a Ctrl-C
+        time.sleep(2)
+        assert running(sequencer)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(audit_socket))  # still serving
+        os.killpg(proc.pid, signal.SIGINT)  # the whole Ctrl-C: everything stops, cleanly
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while alive := [pid for pid in [*workers, sequencer] if running(pid)]:
+            assert time.monotonic() < deadline, f"still running: {alive}"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def unix_listening(path: Path) -> set[str]:
+    """The inodes of the Unix sockets bound to `path`."""
+    with open("/proc/net/unix") as handle:
+        return {row.split()[6] for row in list(handle)[1:] if row.split()[-1] == str(path)}
+
+
+def running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_that_keep_dying_as_they_start_stop_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker dying young is restarted after a pause that doubles; after a few such deaths in
+    a row the supervisor gives up (rempart serve then exits 1) instead of retrying for ever."""
+    from rempart.api import serving
+
+    monkeypatch.setattr(serving, "RESTART_PAUSE_S", 0.1)
+    monkeypatch.setattr(serving, "GIVE_UP_AFTER", 3)
+    port = free_port()
+    with socket.socket() as taken:  # a listener outside the port's group: every worker's bind fails
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        started = time.monotonic()
+        with pytest.raises(serving.WorkersFailing, match="3 times in a row"):
+            serving.serve_processes("127.0.0.1", port, 1)
+    assert time.monotonic() - started < 60

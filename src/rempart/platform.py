@@ -207,7 +207,10 @@ def end_with_parent(parent: int) -> None:
 
 
 def run_audit_sequencer_process(path: str, parent: int) -> None:
-    """A `multiprocessing` target: the sequencer with the environment's settings."""
+    """A `multiprocessing` target: the sequencer with the environment's settings. Deaf to
+    SIGINT: Ctrl-C in a terminal reaches every process of the group at once, and the workers'
+    last requests need the sequencer to answer them; `rempart serve` stops it last (SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent)
     with contextlib.suppress(KeyboardInterrupt):
         serve_audit_sequencer(get_settings(), Path(path))

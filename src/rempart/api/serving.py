@@ -25,7 +25,18 @@ from rempart.platform import end_with_parent
 
 log = logging.getLogger("rempart.serve")
 
-RESTART_PAUSE_S = 1.0  # a worker that dies at once is not restarted in a tight loop
+# A worker that dies young (before YOUNG_S) is restarted after a pause that doubles each time,
+# up to RESTART_PAUSE_MAX_S; after GIVE_UP_AFTER young deaths in a row the server stops, with
+# exit status 1, so that a broken configuration is seen (systemd, a container) rather than
+# retried for ever. One that ran for a while is restarted after the first pause.
+RESTART_PAUSE_S = 1.0
+RESTART_PAUSE_MAX_S = 30.0
+YOUNG_S = 10.0
+GIVE_UP_AFTER = 5
+
+
+class WorkersFailing(RuntimeError):
+    """Server processes kept dying as they started: the server stopped."""
 
 
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -57,8 +68,9 @@ def _worker(host: str, port: int, parent: int) -> None:
 
 
 def serve_processes(host: str, port: int, processes: int) -> None:
-    """Run `processes` workers until SIGINT or SIGTERM; a worker that dies is replaced. The
-    caller checks `port_is_free` first, before it opens anything (see `rempart serve`)."""
+    """Run `processes` workers until SIGINT or SIGTERM; a worker that dies is replaced, and
+    WorkersFailing is raised once they keep dying as they start. The caller checks
+    `port_is_free` first, before it opens anything (see `rempart serve`)."""
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no pool or thread inherited
     stopping = False
 
@@ -74,15 +86,28 @@ def serve_processes(host: str, port: int, processes: int) -> None:
         return worker
 
     workers = [start() for _ in range(processes)]
+    started = [time.monotonic()] * processes
+    young_deaths = [0] * processes
+    restart_at: list[float | None] = [None] * processes
     try:
         while not stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for i, worker in enumerate(workers):
-                if not worker.is_alive() and not stopping:
-                    log.warning("server process %s ended (exit code %s): starting another", worker.pid, worker.exitcode)
-                    time.sleep(RESTART_PAUSE_S)
-                    if not stopping:
-                        workers[i] = start()
+                if stopping:
+                    break
+                if restart_at[i] is None and not worker.is_alive():
+                    young_deaths[i] = young_deaths[i] + 1 if now - started[i] < YOUNG_S else 0
+                    if young_deaths[i] >= GIVE_UP_AFTER:
+                        raise WorkersFailing(f"server processes died {young_deaths[i]} times in a row as they started"
+                                             f" (last exit code {worker.exitcode}): stopping")  # fmt: skip
+                    pause = min(RESTART_PAUSE_MAX_S, RESTART_PAUSE_S * 2 ** max(0, young_deaths[i] - 1))
+                    log.warning("server process %s ended (exit code %s): starting another in %.0f s",
+                                worker.pid, worker.exitcode, pause)  # fmt: skip
+                    restart_at[i] = now + pause
+                restart = restart_at[i]
+                if restart is not None and now >= restart:
+                    workers[i], started[i], restart_at[i] = start(), now, None
     finally:
         for worker in workers:
             if worker.is_alive():

@@ -697,7 +697,7 @@ def serve(
     import uvicorn
 
     from rempart.api.app import create_app
-    from rempart.api.serving import port_is_free, serve_processes
+    from rempart.api.serving import WorkersFailing, port_is_free, serve_processes
     from rempart.platform import SequencerProcess, sequencer_socket
 
     settings = get_settings()
@@ -739,6 +739,9 @@ def serve(
             os.environ["REMPART_AUDIT_SEQUENCER"] = str(sequencer.path)
             try:
                 serve_processes(bind_host, bind_port, processes)
+            except WorkersFailing as failing:
+                console.print(str(failing))
+                raise typer.Exit(1) from None
             finally:
                 sequencer.stop()
         else:
