@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from rempart.crypto import keystore as keystore_module
 from rempart.crypto.fields import DecryptionError
 from rempart.crypto.keystore import KeyUnavailableError
 from rempart.db.server import check_server_version, libpq_url, pg_tool
@@ -121,6 +122,35 @@ def test_shredded_insurer_can_no_longer_be_read_or_found(
         )
     # The other insurer is untouched.
     assert all(everyone(platform, families(2, first=50), AMC_B))
+
+
+def test_a_shred_by_another_process_stops_reads_here_once_kept_keys_age_out(
+    loaded: tuple[Platform, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker of the server shreds the insurer: this process still holds the insurer's
+    unwrapped keys, until they have been kept KEYS_KEPT_S; then it reads them again, wrapped,
+    from the database, and finds them destroyed."""
+    platform, _ = loaded
+    other = open_platform(platform.settings, run_migrations=False)  # another process's keystore
+    try:
+        with platform.session() as session:
+            dek_id = session.scalars(select(Beneficiary.dek_id).limit(1)).one()
+            platform.keystore.field_key(session, dek_id)  # kept in this process's memory
+            platform.keystore.remembered_field_key(session, f"insurer-{AMC_A}")
+        with other.session() as session:
+            service.shred_insurer(session, other.keystore, amc_number=AMC_A, audit=other.audit.for_platform("test"))
+            session.commit()
+        with platform.session() as session:
+            platform.keystore.field_key(session, dek_id)  # still kept: the window this bounds
+            monkeypatch.setattr(keystore_module, "KEYS_KEPT_S", 0.0)
+            with pytest.raises(KeyUnavailableError):
+                platform.keystore.field_key(session, dek_id)
+            with pytest.raises(KeyUnavailableError):
+                platform.keystore.remembered_field_key(session, f"insurer-{AMC_A}")
+            with pytest.raises(KeyUnavailableError):
+                platform.keystore.index_keys(session, f"insurer-{AMC_A}", 16)
+    finally:
+        other.close()
 
 
 def _dump(platform: Platform, path: Path) -> None:

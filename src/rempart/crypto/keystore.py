@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ class IndexKeys:
     professional: blind_index.IndexKey
 
 
+# Unwrapped keys are dropped from a process's memory this long after it began keeping them, and
+# read again (wrapped, from the database) when next needed: a key shredded by another process
+# (another worker of the server, the CLI) stops reading here within this time.
+KEYS_KEPT_S = 60.0
+
+
 class Keystore:
     def __init__(self, provider: KeyProvider) -> None:
         self.provider = provider
@@ -64,6 +71,8 @@ class Keystore:
         self._index_secrets: dict[str, bytes] = {}
         self._index_keys: dict[tuple[str, int], IndexKeys] = {}  # derived once, not on every lookup
         self._secrets: dict[tuple[str, str], bytes] = {}
+        self._remembered: dict[str, DataKey] = {}  # active field keys, by owner
+        self._kept_since = time.monotonic()
 
     def forget(self) -> None:
         """Drop every unwrapped key from memory (after a shred, a rotation, in tests)."""
@@ -72,7 +81,13 @@ class Keystore:
             self._index_secrets.clear()
             self._index_keys.clear()
             self._secrets.clear()
+            self._remembered.clear()
+            self._kept_since = time.monotonic()
         blind_index.forget_keys()
+
+    def _forget_if_kept_too_long(self) -> None:
+        if time.monotonic() - self._kept_since > KEYS_KEPT_S:
+            self.forget()
 
     # -- creation --------------------------------------------------------------------
 
@@ -130,6 +145,7 @@ class Keystore:
             raise KeyUnavailableError(f"data key {row.id}: {exc}") from exc
 
     def field_key(self, session: Session, key_id: int) -> DataKey:
+        self._forget_if_kept_too_long()
         key = self._field_keys.get(key_id)
         if key is None:
             row = session.get(DataKeyRow, key_id)
@@ -152,7 +168,19 @@ class Keystore:
             raise KeyUnavailableError(f"{kek_name} has no active data key")
         return self.field_key(session, key_id)
 
+    def remembered_field_key(self, session: Session, kek_name: str) -> DataKey:
+        """The owner's active field key, remembered (no query once kept): what a lookup that
+        found nobody decrypts its decoy with, as fast as a hit finds its keys in memory."""
+        self._forget_if_kept_too_long()
+        key = self._remembered.get(kek_name)
+        if key is None:
+            key = self.active_field_key(session, kek_name)
+            with self._lock:
+                self._remembered[kek_name] = key
+        return key
+
     def index_keys(self, session: Session, kek_name: str, bits: int) -> IndexKeys:
+        self._forget_if_kept_too_long()
         derived = self._index_keys.get((kek_name, bits))
         if derived is not None:
             return derived
@@ -201,6 +229,7 @@ class Keystore:
 
     def secret(self, session: Session, kek_name: str, purpose: str) -> bytes:
         """The owner's active secret of a purpose (a signing seed, an index secret), unwrapped."""
+        self._forget_if_kept_too_long()
         cached = self._secrets.get((kek_name, purpose))
         if cached is not None:
             return cached

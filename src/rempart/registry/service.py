@@ -525,17 +525,11 @@ CANDIDATES_BY_CARD = _CANDIDATES + " AND b.card_bidx = %s"
 CANDIDATES_BY_NIR = _CANDIDATES + " AND b.nir_bidx = %s"
 
 
-_DECOY_KEYS: dict[str, fields.DataKey] = {}
-
-
 def _decoy_key(session: Session, keystore: Keystore, insurer: ActiveInsurer) -> fields.DataKey:
-    """A data key of the insurer's to decrypt the decoy with, remembered: a hit finds its keys
-    in the keystore's memory, so a miss must not pay a query for its key (that would tell)."""
-    name = kek_name_for_insurer(insurer.amc_number)
-    key = _DECOY_KEYS.get(name)
-    if key is None:
-        key = _DECOY_KEYS[name] = keystore.active_field_key(session, name)
-    return key
+    """A data key of the insurer's to decrypt the decoy with, remembered by the keystore: a hit
+    finds its keys in the keystore's memory, so a miss must not pay a query for its key (that
+    would tell). Both are read again when the keystore drops what it kept (KEYS_KEPT_S)."""
+    return keystore.remembered_field_key(session, kek_name_for_insurer(insurer.amc_number))
 
 
 def identify(
