@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -14,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from rempart.api.oauth import refused, target_path
+from rempart.api.oauth import PROOF_HEADERS, Proof, proof_of, refused, target_path
 from rempart.audit.service import Recorder
 from rempart.care import agreements, invoices
 from rempart.care import eligibility as rights
@@ -40,39 +39,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "a field refused: which, and why"}, 429: {"description": "a quota is spent"},
     503: {"description": "the audit log is unavailable: nothing was done or returned"},
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Proof:
-    """What practice software sends on every call: its DPoP-bound token, a fresh proof of the
-    key, and the RPPS of the establishment's professional it acts for."""
-
-    authorization: str | None
-    dpop: str | None
-    acting_rpps: str | None
-
-
-async def proof_of(request: Request) -> Proof:
-    """The three headers, read straight from the request on the event loop. As FastAPI header
-    parameters each cost every call its own lookup and validation (~0.1 ms a call in all), so
-    they are documented by hand (PROOF_HEADERS); a plain `def` dependency would cost a trip
-    through the thread pool."""
-    headers = request.headers
-    dpop = headers.get("dpop")
-    return Proof(headers.get("authorization"), dpop if dpop is None or len(dpop) <= MAX_PROOF else "",
-                 headers.get("x-acting-rpps"))  # fmt: skip
-
-
-MAX_PROOF = 4000  # characters: a proof longer than this is refused as invalid
-PROOF_HEADERS: dict[str, Any] = {"parameters": [
-    {"name": "Authorization", "in": "header", "required": True, "description": "`DPoP ` and the access token",
-     "schema": {"type": "string"}},
-    {"name": "DPoP", "in": "header", "required": True, "description": "a fresh DPoP proof (RFC 9449)",
-     "schema": {"type": "string", "maxLength": MAX_PROOF}},
-    {"name": "X-Acting-RPPS", "in": "header", "required": True,
-     "description": "the RPPS of the establishment's professional the call acts for",
-     "schema": {"type": "string", "maxLength": 11}},
-]}  # fmt: skip
 
 
 def input_refused(error: CareInputError) -> JSONResponse:
