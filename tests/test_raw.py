@@ -60,3 +60,22 @@ def test_after_the_session_commits_raw_statements_follow_it_to_its_next_connecti
         raw.commit(session)
         other.rollback()
     assert kept(platform) == {"raw-test:before", "raw-test:after"}
+
+
+def test_an_autocommit_session_keeps_each_statement_and_gives_back_a_transactional_connection(
+    platform: Platform,
+) -> None:
+    """A rights check's session commits statement by statement; its connection must come back
+    to the pool in transactions again, or the next use case (an invoice) would lose its atomicity."""
+    with platform.session(autocommit=True) as session:
+        raw.run(session, INSERT, ("raw-test:autocommitted", START))
+        connection = raw.driver(session)
+        assert connection.autocommit
+        session.rollback()  # nothing to undo: the statement committed as it ran
+    assert not connection.autocommit
+    assert kept(platform) == {"raw-test:autocommitted"}
+    with platform.session() as session:
+        raw.run(session, INSERT, ("raw-test:rolled back", START))
+        assert not raw.driver(session).autocommit
+        session.rollback()
+    assert kept(platform) == {"raw-test:autocommitted"}

@@ -74,8 +74,13 @@ class Platform:
     _tenant_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, autocommit: bool = False) -> Iterator[Session]:
+        """A session in a transaction, or with `autocommit` one whose every statement commits as
+        it runs (for use cases whose writes are each one statement: no BEGIN and COMMIT round
+        trips around them). The connection is back to transactions when it returns to the pool."""
         with self.sessions() as session:
+            if autocommit:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
     @contextmanager
