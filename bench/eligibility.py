@@ -243,6 +243,46 @@ class Run:
         return len(good) / elapsed, good, statuses
 
 
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process's parent, command and CPU seconds so far (user + system), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def cpu_by_part(server: int, folder: Path, generator: int) -> dict[str, float]:
+    """CPU seconds so far of the server's processes (its workers and audit sequencer), of the
+    database's (the postmaster started on `folder` and its backends) and of the load generator."""
+    processes = _processes()
+
+    def tree(roots: set[int]) -> set[int]:
+        members, grew = set(roots), True
+        while grew:
+            more = {pid for pid, (parent, _, _) in processes.items() if parent in members} - members
+            members |= more
+            grew = bool(more)
+        return members
+
+    postmaster = {pid for pid, (_, command, _) in processes.items() if "postgres" in command and str(folder) in command}
+    parts = {"server": tree({server}), "database": tree(postmaster), "generator": tree({generator})}
+    return {part: sum(processes[pid][2] for pid in pids if pid in processes) for part, pids in parts.items()}
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """Milliseconds of CPU per request, by part, between two readings of `cpu_by_part`."""
+    return {part: round((after[part] - before[part]) * 1000 / max(1, requests), 2) for part in before}
+
+
 def ramp(run: Run, make: Any, rates: list[int], label: str) -> float:
     """Offer increasing rates; the best sustained (2xx per second) rate found."""
     best = 0.0
@@ -329,12 +369,24 @@ def main() -> None:
         # The ramp ended in overload: let the server finish what it still owes (the audit's last
         # batches, the database's writes) before measuring latency at half the rate.
         time.sleep(3)
-        _, latencies, _ = run.step(hits(int(best / 2 * seconds * 2)), best / 2)
+        assert generator.pid is not None
+        half = hits(int(best / 2 * seconds * 2))
+        before = cpu_by_part(server.pid, folder, generator.pid)
+        _, latencies, _ = run.step(half, best / 2)
+        check_cpu = cpu_per_request(before, cpu_by_part(server.pid, folder, generator.pid), len(half))
         p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
         print(f"  at half the maximum ({best / 2:.0f}/s): p50 {p50:.1f} ms, p99 {p99:.1f} ms", file=sys.stderr)
 
         print("ceiling (/bench/ceiling):", file=sys.stderr)
         ceiling = ramp(run, lambda n: [ceiling_request(host)] * n, rates, "ceiling")
+        # CPU per request at the same rate for both: steadier across runs than the maxima (whose
+        # steps are a quarter apart and which the machine's other loads move).
+        time.sleep(3)
+        same = [ceiling_request(host)] * len(half)
+        before = cpu_by_part(server.pid, folder, generator.pid)
+        run.step(same, best / 2)
+        ceiling_cpu = cpu_per_request(before, cpu_by_part(server.pid, folder, generator.pid), len(same))
+        print(f"CPU per request at {best / 2:.0f}/s (ms): check {check_cpu}, ceiling {ceiling_cpu}", file=sys.stderr)
 
         # The no-oracle paths, interleaved at a moderate rate so they share the conditions.
         kinds = ["hit", "unknown person", "identifiers not together", "wrong birth date"]
@@ -376,6 +428,9 @@ def main() -> None:
         "p99_ms": round(p99, 1), "ceiling_per_s": round(ceiling),
         "ratio": round(best / ceiling, 2) if ceiling else None,
         "workers": args.workers,
+        "check_cpu_ms": check_cpu, "ceiling_cpu_ms": ceiling_cpu,
+        "cpu_ratio": round((ceiling_cpu["server"] + ceiling_cpu["database"])
+                           / max(1e-9, check_cpu["server"] + check_cpu["database"]), 2),
     }))  # fmt: skip
 
 
