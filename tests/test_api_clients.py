@@ -193,3 +193,52 @@ def test_v10_calls_are_limited_per_professional_and_per_client(
     assert replay.status_code == 401
     # A fixed window may roll over once in the burst: seven calls still overflow one window.
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+
+
+def test_once_a_token_has_served_its_calls_count_in_one_statement_and_only_when_genuine(
+    api: tuple[Platform, str, str],
+) -> None:
+    """After its first call a token's client is remembered and the proof, the token and the
+    counts take one statement: a proof by another key, a replayed proof or a revoked client's
+    token are still refused, and count against nobody."""
+    from sqlalchemy import text
+
+    from rempart.guard import ratelimit
+
+    platform, origin, base = api
+    client_key, dpop_key = OKPKey.generate_key("Ed25519"), ECKey.generate_key("P-256")
+    client_id = register(platform, client_key)
+    token = get_token(base, origin, client_key, client_id, dpop_key).json()["access_token"]
+    url = f"{origin}/api/v1/whoami"
+
+    def call(signed_by: ECKey, dpop: str | None = None) -> int:
+        headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING,
+                   "DPoP": dpop or proof(signed_by, "GET", url, token)}  # fmt: skip
+        return httpx.get(f"{base}/api/v1/whoami", headers=headers).status_code
+
+    def counted() -> int:
+        now = utcnow()
+        key, start = ratelimit.window(ratelimit.API_CLIENT, f"client:{client_id}", now)
+        with platform.session() as session:
+            hits = session.execute(text("SELECT hits FROM rate_counters WHERE key = :k AND window_start = :s"),
+                                   {"k": key, "s": start}).scalar_one_or_none()  # fmt: skip
+        return int(hits or 0)
+
+    if utcnow().second > 55:  # the minute's window must not turn during the test
+        import time
+
+        time.sleep(61 - utcnow().second)
+    assert [call(dpop_key), call(dpop_key)] == [200, 200]  # the second through the one statement
+    assert counted() == 2
+    spent = proof(dpop_key, "GET", url, token)
+    assert call(dpop_key, spent) == 200
+    assert call(dpop_key, spent) == 401  # replayed
+    assert call(ECKey.generate_key("P-256")) == 401  # another key than the token's
+    assert counted() == 3
+    with platform.session() as session:
+        admin = session.query(Account).one()
+        actor = service.CurrentUser(admin.id, admin.role, None, admin.establishment_id, None, utcnow(), utcnow(), b"")
+        apiclients.revoke_client(session, actor=actor, client_id=client_id)
+        session.commit()
+    assert call(dpop_key) == 401
+    assert counted() == 3

@@ -102,8 +102,7 @@ def hit_all(
         # Refused by a counted limit: the reserved unit it took goes back (else, once the day's
         # checks are spent, every retry would also spend one of the hour's misses).
         raw.run(session, GIVE_BACK, reserved)
-    if secrets.randbelow(SWEEP_ONE_IN) == 0:  # now and then, not on every request: old windows go
-        raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
+    sweep_now_and_then(session, now)
     if commit:
         raw.commit(session)
     if reserve is not None and reserved is not None and reserved[0] not in hits:  # none was left
@@ -114,6 +113,54 @@ def hit_all(
 
 
 GIVE_BACK = "UPDATE rate_counters SET hits = hits - 1 WHERE key = %s AND window_start = %s AND hits > 0"
+
+
+# Counting folded into a statement of the caller's (one round trip for both): the caller's
+# statement writes COUNT_TWO_WHERE, its condition, COUNTED (so that a request counts only once
+# it is known to be genuine) with the parameters of `Counting.params`, returns the counters'
+# keys and hits, and hands them to `refuse_if_spent`.
+COUNT_TWO_WHERE = (
+    "INSERT INTO rate_counters (key, window_start, hits)"
+    " SELECT * FROM (VALUES (%(k0)s, CAST(%(s0)s AS timestamptz), 1), (%(k1)s, CAST(%(s1)s AS timestamptz), 1)) AS v"
+    " WHERE "
+)
+COUNTED = " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits"
+
+
+@dataclass(frozen=True)
+class Counting:
+    """One request's counts against two limits, written by the caller's statement (COUNTED_TWO)."""
+
+    windows: tuple[tuple[tuple[str, dt.datetime], Limit], ...]
+    now: dt.datetime
+
+    @property
+    def params(self) -> dict[str, object]:
+        (k0, s0), _ = self.windows[0]
+        (k1, s1), _ = self.windows[1]
+        return {"k0": k0, "s0": s0, "k1": k1, "s1": s1}
+
+
+def counting(first: tuple[Limit, str], second: tuple[Limit, str], *, now: dt.datetime | None = None) -> Counting:
+    now = now or dt.datetime.now(dt.UTC)
+    windows = tuple((window(limit, subject, now), limit) for limit, subject in (first, second))
+    if windows[0][0][0] == windows[1][0][0]:
+        raise ValueError("two different counters")
+    return Counting(windows, now)
+
+
+def refuse_if_spent(counts: Counting, keys: list[str], hits: list[int]) -> None:
+    """After the caller's statement has counted (and committed): raise for the first limit spent."""
+    counted = dict(zip(keys, hits, strict=True))
+    for (key, start), limit in counts.windows:
+        if counted.get(key, 0) > limit.hits:
+            raise _refused(limit, start, counts.now)
+
+
+def sweep_now_and_then(session: Session, now: dt.datetime) -> None:
+    """Old windows go, now and then rather than on every request."""
+    if secrets.randbelow(SWEEP_ONE_IN) == 0:
+        raw.run(session, "DELETE FROM rate_counters WHERE window_start < %s", (now - dt.timedelta(days=1),))
 
 
 SWEEP_ONE_IN = 500

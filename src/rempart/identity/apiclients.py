@@ -32,6 +32,7 @@ from rempart.crypto.keystore import Keystore
 from rempart.db import raw
 from rempart.db.base import utcnow
 from rempart.guard import ratelimit
+from rempart.guard.ratelimit import Limit
 from rempart.identity.models import ApiClient, ApiToken, SeenJti
 from rempart.identity.permissions import Forbidden, Permission, requires
 from rempart.identity.service import CurrentUser, record_event, spend_sensitive_quota
@@ -156,6 +157,32 @@ BEARER_ONLY = (
     " FROM api_tokens t JOIN api_clients c ON c.id = t.client_id WHERE t.token_hash = %s"
 )
 SPEND_JTI = "INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti"
+# The same with the call counted against its client and its professional, once a token's
+# client is known (a token belongs to one client for ever, so that is kept; its revocation and
+# expiry are read every time): the whole authentication is then one round trip. The call counts
+# only as the two statements above would have let it through: a fresh proof by the token's key,
+# a live token of that client (a replayed proof or a dead token counts nowhere).
+BEARER_COUNTED = (
+    """
+WITH spent AS (
+    INSERT INTO seen_jtis (jti, expires_at) VALUES (%(jti)s, %(jti_expires)s) ON CONFLICT DO NOTHING RETURNING jti
+), token AS (
+    SELECT t.client_id, t.jkt, t.scopes, t.expires_at, c.establishment_id, c.revoked_at
+    FROM api_tokens t JOIN api_clients c ON c.id = t.client_id WHERE t.token_hash = %(token)s
+), counted AS ("""
+    + ratelimit.COUNT_TWO_WHERE
+    + """EXISTS (SELECT 1 FROM spent) AND EXISTS (
+        SELECT 1 FROM token WHERE client_id = %(client)s AND jkt = %(jkt)s AND revoked_at IS NULL
+                              AND expires_at > %(now)s)"""
+    + ratelimit.COUNTED
+    + """)
+SELECT token.*, EXISTS (SELECT 1 FROM spent), (SELECT array_agg(key) FROM counted),
+       (SELECT array_agg(hits) FROM counted)
+FROM (SELECT 1) AS one LEFT JOIN token ON true
+"""
+)
+_clients_of_tokens: dict[bytes, _Client] = {}  # token hash -> its client, once it authenticated a call
+CLIENTS_OF_TOKENS_KEPT = 20_000
 
 
 @dataclass(frozen=True)
@@ -384,14 +411,28 @@ def authenticate_call(
     except InvalidClient as error:
         proof = error
     token_hash = hashlib.sha256(token.encode()).digest()
+    known = _clients_of_tokens.get(token_hash)
+    # The professional named, when the token's client (and so its establishment) is known.
+    early = None if known is None else _acting_professional(session, keystore, acting_for, known.establishment_id)
+    counts = None
     if isinstance(proof, _Proof):
         _sweep_jtis(session)
-        row = raw.fetch_one(session, BEARER_LOOKUP, (proof.jti, proof.expires_at, token_hash))
+        if known is not None and early is not None:  # token, proof and counts in one statement
+            counts = ratelimit.counting(*_api_limits(known, early))
+            ratelimit.sweep_now_and_then(session, counts.now)
+            row = raw.fetch_one(session, BEARER_COUNTED, {
+                "jti": proof.jti, "jti_expires": proof.expires_at, "token": token_hash, "client": known.id,
+                "jkt": proof.jkt, "now": counts.now, **counts.params,
+            })  # fmt: skip
+        else:
+            row = raw.fetch_one(session, BEARER_LOOKUP, (proof.jti, proof.expires_at, token_hash))
     else:  # no proof to spend: the token alone
         row = raw.fetch_one(session, BEARER_ONLY, (token_hash,))
     if row is None:
         raise InvalidClient("invalid_token")
-    client_id, token_jkt, scopes, expires_at, establishment_id, revoked_at, fresh = row
+    client_id, token_jkt, scopes, expires_at, establishment_id, revoked_at, fresh = row[:7]
+    if counts is not None:
+        raw.commit(session)  # the counts with the spent jti, before any refusal
     if client_id is None or expires_at <= utcnow():
         raise InvalidClient("invalid_token")
     if isinstance(proof, InvalidClient):
@@ -401,16 +442,36 @@ def authenticate_call(
     if revoked_at is not None:
         raise InvalidClient("invalid_token")
     client = _Client(client_id, establishment_id)
-    # Calls name the professional of this establishment they act for (audit and limits count
-    # per professional): an RPPS registered and practising here.
-    professional_id = (
-        registry.practising_professional(session, keystore, identifier=acting_for,
-                                         establishment_id=client.establishment_id)
-        if acting_for and len(acting_for) <= 11 else None
-    )  # fmt: skip
+    if counts is not None:
+        assert early is not None
+        if client != known or row[7] is None:  # a token's client never changes: kept wrong, not trusted
+            raise InvalidClient("invalid_token")
+        ratelimit.refuse_if_spent(counts, list(row[7]), list(row[8]))
+        return ApiCaller(client.id, client.establishment_id, tuple(scopes), str(acting_for), early)
+    professional_id = _acting_professional(session, keystore, acting_for, client.establishment_id)
     if professional_id is None:
         raise InvalidClient("invalid_request")
+    if len(_clients_of_tokens) >= CLIENTS_OF_TOKENS_KEPT:
+        _clients_of_tokens.clear()
+    _clients_of_tokens[token_hash] = client
     # Committed at once, with the proof's spent jti: a refused call still spends both.
-    ratelimit.hit_all(session, [(ratelimit.API_CLIENT, f"client:{client.id}"),
-                                (ratelimit.API_PROFESSIONAL, f"professional:{professional_id}")])  # fmt: skip
+    ratelimit.hit_all(session, list(_api_limits(client, professional_id)))
     return ApiCaller(client.id, client.establishment_id, tuple(scopes), str(acting_for), professional_id)
+
+
+def _api_limits(client: _Client, professional_id: uuid.UUID) -> tuple[tuple[Limit, str], tuple[Limit, str]]:
+    """An API call counts against its client and the professional it acts for: one stolen
+    client key, or one professional named by many clients, hits a ceiling either way."""
+    professional = f"professional:{professional_id}"
+    return (ratelimit.API_CLIENT, f"client:{client.id}"), (ratelimit.API_PROFESSIONAL, professional)
+
+
+def _acting_professional(
+    session: Session, keystore: Keystore, acting_for: str | None, establishment_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Calls name the professional of this establishment they act for (audit and limits count
+    per professional): an RPPS registered and practising here."""
+    if not acting_for or len(acting_for) > 11:
+        return None
+    return registry.practising_professional(session, keystore, identifier=acting_for,
+                                            establishment_id=establishment_id)  # fmt: skip

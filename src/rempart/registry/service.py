@@ -586,12 +586,32 @@ class ActiveInsurer:
     index_bits: int
 
 
+# An active insurer is remembered for a few seconds (every rights check asks; a round trip
+# each): one shredded by another process stops answering here within that time, well inside
+# the minute its keys are kept (crypto.keystore.KEYS_KEPT_S), and at once in the process that
+# shredded it. One not found is asked again every time (it may be onboarded any moment).
+ACTIVE_INSURER_KEPT_S = 5.0
+_insurers_kept: dict[tuple[object, str], tuple[float, ActiveInsurer]] = {}  # by database and AMC number
+
+
 def active_insurer(session: Session, amc_number: str) -> ActiveInsurer | None:
+    now = time.monotonic()
+    key = (session.get_bind().engine.url, amc_number)
+    kept = _insurers_kept.get(key)
+    if kept is not None and now - kept[0] < ACTIVE_INSURER_KEPT_S:
+        return kept[1]
     row = raw.fetch_one(
         session, "SELECT id, amc_number, index_bits FROM insurers WHERE status = %s AND amc_number = %s",
         (INSURER_ACTIVE, amc_number),
     )  # fmt: skip
-    return None if row is None else ActiveInsurer(row[0], row[1], int(row[2]))
+    if row is None:
+        _insurers_kept.pop(key, None)
+        return None
+    found = ActiveInsurer(row[0], row[1], int(row[2]))
+    if len(_insurers_kept) > 10_000:
+        _insurers_kept.clear()
+    _insurers_kept[key] = (now, found)
+    return found
 
 
 def coverage_periods(session: Session, *, beneficiary_id: uuid.UUID) -> list[tuple[str, dt.date, dt.date | None]]:
@@ -637,6 +657,7 @@ def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str, audi
     )
     insurer.status = INSURER_SHREDDED
     insurer.shredded_at = utcnow()
+    _insurers_kept.pop((session.get_bind().engine.url, amc_number), None)
     session.flush()
     audit.wrote(session, "insurer.shred", purpose="crypto-shredding", count=count,
                 detail={"insurer": amc_number})  # fmt: skip
