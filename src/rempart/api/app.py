@@ -205,6 +205,14 @@ def create_app(platform: Platform) -> FastAPI:
 def worker_app() -> FastAPI:
     """One server process's app when `rempart serve` runs several (uvicorn's factory): the
     parent process has migrated the database; each worker opens its own platform."""
+    import gc
+
     from rempart.platform import open_platform
 
-    return create_app(open_platform(run_migrations=False))
+    app = create_app(open_platform(run_migrations=False))
+    # What the process built to start (modules, the app, its routes, models and pools) lives as
+    # long as it does: frozen out of the collector's reach, a full collection no longer walks
+    # it on some request's time (those walks were the slowest requests' pauses).
+    gc.collect()
+    gc.freeze()
+    return app
