@@ -17,7 +17,9 @@ Measured, with the same generator: rights checks at increasing rates (their maxi
 rate, then p50/p99 at half of it), the bare `/bench/ceiling` endpoint (one indexed SELECT, no
 authentication, no audit) at increasing rates, and the latencies of the no-oracle paths (a hit,
 an unknown person, identifiers that do not belong together, a wrong birth date) side by side.
-The last line printed is JSON.
+Also the CPU each request costs (server processes, database, generator; from /proc) for checks
+at half their maximum and for the ceiling at that same rate: on a machine whose speed wanders,
+a steadier comparison than the two maxima. The last line printed is JSON.
 """
 
 from __future__ import annotations
