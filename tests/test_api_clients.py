@@ -211,8 +211,8 @@ def test_once_a_token_has_served_its_calls_count_in_one_statement_and_only_when_
     token = get_token(base, origin, client_key, client_id, dpop_key).json()["access_token"]
     url = f"{origin}/api/v1/whoami"
 
-    def call(signed_by: ECKey, dpop: str | None = None) -> int:
-        headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": ACTING,
+    def call(signed_by: ECKey, dpop: str | None = None, acting: str = ACTING) -> int:
+        headers = {"Authorization": f"DPoP {token}", "X-Acting-RPPS": acting,
                    "DPoP": dpop or proof(signed_by, "GET", url, token)}  # fmt: skip
         return httpx.get(f"{base}/api/v1/whoami", headers=headers).status_code
 
@@ -235,6 +235,10 @@ def test_once_a_token_has_served_its_calls_count_in_one_statement_and_only_when_
     assert call(dpop_key, spent) == 401  # replayed
     assert call(ECKey.generate_key("P-256")) == 401  # another key than the token's
     assert counted() == 3
+    # Whoever holds the token without its key cannot make the platform look professionals up.
+    stranger = make_rpps("1000999999")
+    assert call(ECKey.generate_key("P-256"), acting=stranger) == 401
+    assert not any(identifier == stranger for identifier, _ in registry._practising)
     with platform.session() as session:
         admin = session.query(Account).one()
         actor = service.CurrentUser(admin.id, admin.role, None, admin.establishment_id, None, utcnow(), utcnow(), b"")

@@ -77,7 +77,9 @@ class Platform:
     def session(self, *, autocommit: bool = False) -> Iterator[Session]:
         """A session in a transaction, or with `autocommit` one whose every statement commits as
         it runs (for use cases whose writes are each one statement: no BEGIN and COMMIT round
-        trips around them). The connection is back to transactions when it returns to the pool."""
+        trips around them). The connection is back to transactions when it returns to the pool;
+        a `session.commit()` or `rollback()` inside ends the autocommit too (the session's next
+        statement runs on a connection in a transaction)."""
         with self.sessions() as session:
             if autocommit:
                 session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

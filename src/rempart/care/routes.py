@@ -209,8 +209,10 @@ def build_router(platform: Platform) -> APIRouter:
                                          audit=audit)  # fmt: skip
             return JSONResponse(EligibilityOut.of(answer).model_dump(mode="json"))
 
-        # A rights check writes in single statements (the guard's counts, its record): no
-        # transaction around them, which spares six BEGIN and COMMIT round trips a check.
+        # A rights check writes in single statements (the API's and the guard's counts, its
+        # record): no transaction around them, which spares six BEGIN and COMMIT round trips a
+        # check. (A check the day's quota refuses gives its reserved miss back in a second
+        # statement: lost in a crash between the two, the miss stays spent, which fails closed.)
         return call(request, proof, "eligibility", check, autocommit=True)
 
     fhir_errors: dict[int | str, dict[str, Any]] = {

@@ -5,7 +5,8 @@ Why: SQLAlchemy's execution path (building the statement, its cache key, the res
 processing) costs ~150 µs of Python per statement, more than the statement itself; a rights
 check runs ten. psycopg prepares a statement on the server after a few runs on a connection,
 so these cost one round trip and little Python. The SQL is written out here in full, with
-`%s` placeholders; the session commits or rolls it back with the rest.
+`%s` placeholders; the session commits or rolls it back with the rest (in an autocommit
+session, `Platform.session(autocommit=True)`, each commits as it runs).
 """
 
 from __future__ import annotations

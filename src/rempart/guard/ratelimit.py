@@ -129,9 +129,10 @@ COUNTED = " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.h
 
 @dataclass(frozen=True)
 class Counting:
-    """One request's counts against two limits, written by the caller's statement (COUNTED_TWO)."""
+    """One request's counts against two limits, written by the caller's statement
+    (COUNT_TWO_WHERE ... COUNTED)."""
 
-    windows: tuple[tuple[tuple[str, dt.datetime], Limit], ...]
+    windows: tuple[tuple[tuple[str, dt.datetime], Limit], tuple[tuple[str, dt.datetime], Limit]]
     now: dt.datetime
 
     @property
@@ -143,7 +144,7 @@ class Counting:
 
 def counting(first: tuple[Limit, str], second: tuple[Limit, str], *, now: dt.datetime | None = None) -> Counting:
     now = now or dt.datetime.now(dt.UTC)
-    windows = tuple((window(limit, subject, now), limit) for limit, subject in (first, second))
+    windows = ((window(first[0], first[1], now), first[0]), (window(second[0], second[1], now), second[0]))
     if windows[0][0][0] == windows[1][0][0]:
         raise ValueError("two different counters")
     return Counting(windows, now)

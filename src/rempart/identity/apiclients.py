@@ -176,8 +176,8 @@ WITH spent AS (
                               AND expires_at > %(now)s)"""
     + ratelimit.COUNTED
     + """)
-SELECT token.*, EXISTS (SELECT 1 FROM spent), (SELECT array_agg(key) FROM counted),
-       (SELECT array_agg(hits) FROM counted)
+SELECT token.*, EXISTS (SELECT 1 FROM spent), (SELECT array_agg(key ORDER BY key) FROM counted),
+       (SELECT array_agg(hits ORDER BY key) FROM counted)
 FROM (SELECT 1) AS one LEFT JOIN token ON true
 """
 )
@@ -412,8 +412,13 @@ def authenticate_call(
         proof = error
     token_hash = hashlib.sha256(token.encode()).digest()
     known = _clients_of_tokens.get(token_hash)
-    # The professional named, when the token's client (and so its establishment) is known.
-    early = None if known is None else _acting_professional(session, keystore, acting_for, known.establishment_id)
+    # The professional named, when the token's client (and so its establishment) is known and
+    # the professional was found here lately: a peek at what was kept, never a query or a
+    # decryption for a caller not yet authenticated.
+    early = (
+        registry.kept_practising_professional(acting_for, known.establishment_id)
+        if known is not None and isinstance(proof, _Proof) and acting_for and len(acting_for) <= 11 else None
+    )  # fmt: skip
     counts = None
     if isinstance(proof, _Proof):
         _sweep_jtis(session)

@@ -323,6 +323,15 @@ PRACTICE_CACHE_SECONDS = 60.0
 _practising: dict[tuple[str, uuid.UUID], tuple[float, uuid.UUID | None]] = {}
 
 
+def kept_practising_professional(identifier: str, establishment_id: uuid.UUID) -> uuid.UUID | None:
+    """What `practising_professional` found less than a minute ago, if it found someone; None
+    otherwise. No query and no decryption: what a caller not yet authenticated may ask."""
+    cached = _practising.get((identifier, establishment_id))
+    if cached is not None and time.monotonic() - cached[0] < PRACTICE_CACHE_SECONDS:
+        return cached[1]
+    return None
+
+
 def practising_professional(
     session: Session, keystore: Keystore, *, identifier: str, establishment_id: uuid.UUID
 ) -> uuid.UUID | None:
@@ -587,9 +596,10 @@ class ActiveInsurer:
 
 
 # An active insurer is remembered for a few seconds (every rights check asks; a round trip
-# each): one shredded by another process stops answering here within that time, well inside
-# the minute its keys are kept (crypto.keystore.KEYS_KEPT_S), and at once in the process that
-# shredded it. One not found is asked again every time (it may be onboarded any moment).
+# each). A shred (`rempart insurer shred`, another process) takes effect here when that time is up,
+# well inside the minute its keys are kept (crypto.keystore.KEYS_KEPT_S); meanwhile its blind
+# index is gone, so checks find nobody. One not found is asked again every time (it may be
+# onboarded any moment).
 ACTIVE_INSURER_KEPT_S = 5.0
 _insurers_kept: dict[tuple[object, str], tuple[float, ActiveInsurer]] = {}  # by database and AMC number
 
@@ -657,7 +667,6 @@ def shred_insurer(session: Session, keystore: Keystore, *, amc_number: str, audi
     )
     insurer.status = INSURER_SHREDDED
     insurer.shredded_at = utcnow()
-    _insurers_kept.pop((session.get_bind().engine.url, amc_number), None)
     session.flush()
     audit.wrote(session, "insurer.shred", purpose="crypto-shredding", count=count,
                 detail={"insurer": amc_number})  # fmt: skip
