@@ -3,7 +3,9 @@ a migrated template database, and one fresh database plus keyring per test."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +41,7 @@ def server_url() -> Iterator[str]:
         yield sqlalchemy_url(configured)
         return
     folder = Path(tempfile.mkdtemp(prefix="rempart-test-pg-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # after the server's own cleanup (LIFO)
     yield start_embedded(folder / "pg", delete_on_exit=True)
 
 
