@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -74,12 +75,8 @@ def hit_all(
     reserved = None if reserve is None else window(reserve[0], reserve[1], now)
     if reserved is not None and reserved[0] in {key for (key, _), _ in windows}:
         raise ValueError("a limit is either counted or reserved, not both")
-    params: dict[str, object] = {}
-    values = []
-    for i, ((key, start), _) in enumerate(windows):
-        params[f"k{i}"], params[f"s{i}"] = key, start
-        values.append(f"(%(k{i})s, CAST(%(s{i})s AS timestamptz), 1)")
-    rows_in = f"VALUES {', '.join(values)}"
+    params = _window_params(windows)
+    rows_in = "VALUES " + ", ".join(f"(%(k{i})s, CAST(%(s{i})s AS timestamptz), 1)" for i in range(len(windows)))
     taken = ""
     if reserve is not None and reserved is not None:
         if reserve[0].hits <= 0:  # none to take, before any row exists
@@ -92,12 +89,11 @@ def hit_all(
         )
         rows_in = f"SELECT * FROM ({rows_in}) AS v WHERE EXISTS (SELECT 1 FROM taken)"
     statement = (
-        f"WITH {taken}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}"
-        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING key, hits)"
+        f"WITH {taken}counted AS (INSERT INTO rate_counters (key, window_start, hits) {rows_in}{COUNTED})"
         " SELECT key, hits FROM counted" + (" UNION ALL SELECT key, hits FROM taken" if taken else "")
     )
     hits: dict[str, int] = {key: int(count) for key, count in raw.fetch_all(session, statement, params)}
-    spent = next(((limit, start) for (key, start), limit in windows if hits.get(key, 0) > limit.hits), None)
+    spent = _first_spent(windows, hits)
     if spent is not None and reserved is not None and reserved[0] in hits:
         # Refused by a counted limit: the reserved unit it took goes back (else, once the day's
         # checks are spent, every retry would also spend one of the hour's misses).
@@ -113,6 +109,20 @@ def hit_all(
 
 
 GIVE_BACK = "UPDATE rate_counters SET hits = hits - 1 WHERE key = %s AND window_start = %s AND hits > 0"
+
+Windows = Sequence[tuple[tuple[str, dt.datetime], Limit]]  # each counter's (key, window start), and its limit
+
+
+def _window_params(windows: Windows) -> dict[str, object]:
+    """The counters' keys and window starts as the statements' parameters k0, s0, k1, s1, ..."""
+    params: dict[str, object] = {}
+    for i, ((key, start), _) in enumerate(windows):
+        params[f"k{i}"], params[f"s{i}"] = key, start
+    return params
+
+
+def _first_spent(windows: Windows, hits: dict[str, int]) -> tuple[Limit, dt.datetime] | None:
+    return next(((limit, start) for (key, start), limit in windows if hits.get(key, 0) > limit.hits), None)
 
 
 # Counting folded into a statement of the caller's (one round trip for both): the caller's
@@ -137,9 +147,7 @@ class Counting:
 
     @property
     def params(self) -> dict[str, object]:
-        (k0, s0), _ = self.windows[0]
-        (k1, s1), _ = self.windows[1]
-        return {"k0": k0, "s0": s0, "k1": k1, "s1": s1}
+        return _window_params(self.windows)
 
 
 def counting(first: tuple[Limit, str], second: tuple[Limit, str], *, now: dt.datetime | None = None) -> Counting:
@@ -152,10 +160,9 @@ def counting(first: tuple[Limit, str], second: tuple[Limit, str], *, now: dt.dat
 
 def refuse_if_spent(counts: Counting, keys: list[str], hits: list[int]) -> None:
     """After the caller's statement has counted (and committed): raise for the first limit spent."""
-    counted = dict(zip(keys, hits, strict=True))
-    for (key, start), limit in counts.windows:
-        if counted.get(key, 0) > limit.hits:
-            raise _refused(limit, start, counts.now)
+    spent = _first_spent(counts.windows, dict(zip(keys, hits, strict=True)))
+    if spent is not None:
+        raise _refused(spent[0], spent[1], counts.now)
 
 
 def sweep_now_and_then(session: Session, now: dt.datetime) -> None:

@@ -157,10 +157,10 @@ BEARER_ONLY = (
     " FROM api_tokens t JOIN api_clients c ON c.id = t.client_id WHERE t.token_hash = %s"
 )
 SPEND_JTI = "INSERT INTO seen_jtis (jti, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING jti"
-# The same with the call counted against its client and its professional, once a token's
+# BEARER_LOOKUP with the call counted against its client and its professional, once a token's
 # client is known (a token belongs to one client for ever, so that is kept; its revocation and
 # expiry are read every time): the whole authentication is then one round trip. The call counts
-# only as the two statements above would have let it through: a fresh proof by the token's key,
+# only as BEARER_LOOKUP and the checks after it would let it through: a fresh proof by the token's key,
 # a live token of that client (a replayed proof or a dead token counts nowhere).
 BEARER_COUNTED = (
     """
@@ -416,8 +416,8 @@ def authenticate_call(
     # the professional was found here lately: a peek at what was kept, never a query or a
     # decryption for a caller not yet authenticated.
     early = (
-        registry.kept_practising_professional(acting_for, known.establishment_id)
-        if known is not None and isinstance(proof, _Proof) and acting_for and len(acting_for) <= 11 else None
+        _acting_professional(session, keystore, acting_for, known.establishment_id, kept_only=True)
+        if known is not None and isinstance(proof, _Proof) else None
     )  # fmt: skip
     counts = None
     if isinstance(proof, _Proof):
@@ -472,11 +472,15 @@ def _api_limits(client: _Client, professional_id: uuid.UUID) -> tuple[tuple[Limi
 
 
 def _acting_professional(
-    session: Session, keystore: Keystore, acting_for: str | None, establishment_id: uuid.UUID
-) -> uuid.UUID | None:
+    session: Session, keystore: Keystore, acting_for: str | None, establishment_id: uuid.UUID,
+    *, kept_only: bool = False,
+) -> uuid.UUID | None:  # fmt: skip
     """Calls name the professional of this establishment they act for (audit and limits count
-    per professional): an RPPS registered and practising here."""
+    per professional): an RPPS registered and practising here. With `kept_only`, only if found
+    lately (no query, no decryption: the caller is not yet authenticated)."""
     if not acting_for or len(acting_for) > 11:
         return None
+    if kept_only:
+        return registry.kept_practising_professional(acting_for, establishment_id)
     return registry.practising_professional(session, keystore, identifier=acting_for,
                                             establishment_id=establishment_id)  # fmt: skip

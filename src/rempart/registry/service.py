@@ -323,13 +323,16 @@ PRACTICE_CACHE_SECONDS = 60.0
 _practising: dict[tuple[str, uuid.UUID], tuple[float, uuid.UUID | None]] = {}
 
 
+def _kept_practice(identifier: str, establishment_id: uuid.UUID) -> tuple[float, uuid.UUID | None] | None:
+    cached = _practising.get((identifier, establishment_id))
+    return cached if cached is not None and time.monotonic() - cached[0] < PRACTICE_CACHE_SECONDS else None
+
+
 def kept_practising_professional(identifier: str, establishment_id: uuid.UUID) -> uuid.UUID | None:
     """What `practising_professional` found less than a minute ago, if it found someone; None
     otherwise. No query and no decryption: what a caller not yet authenticated may ask."""
-    cached = _practising.get((identifier, establishment_id))
-    if cached is not None and time.monotonic() - cached[0] < PRACTICE_CACHE_SECONDS:
-        return cached[1]
-    return None
+    kept = _kept_practice(identifier, establishment_id)
+    return None if kept is None else kept[1]
 
 
 def practising_professional(
@@ -337,10 +340,10 @@ def practising_professional(
 ) -> uuid.UUID | None:
     """The id of the professional with this RPPS (or ADELI) practising at this establishment,
     or None. Decrypts only the identifier of each candidate; remembered for a minute."""
+    kept = _kept_practice(identifier, establishment_id)
+    if kept is not None:
+        return kept[1]
     now = time.monotonic()
-    cached = _practising.get((identifier, establishment_id))
-    if cached is not None and now - cached[0] < PRACTICE_CACHE_SECONDS:
-        return cached[1]
     bidx = _professional_index(session, keystore).value(identifier)
     rows = session.execute(
         select(Professional.id, Professional.dek_id, Professional.identifier_ct)
